@@ -1,0 +1,55 @@
+# Every target sets up what it needs: a fresh Debian machine with Python 3.11 only needs `make`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Debian packages the tests and benchmarks need (installed only when missing; root or sudo).
+TEST_DEBS :=
+BENCH_DEBS := nginx-light wrk curl
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: install run test lint bench system-deps clean
+
+$(BIN)/activate:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3-venv is missing; installing it"; $(MAKE) --no-print-directory system-deps DEBS=python3-venv; \
+	  rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
+
+$(VENV)/.installed: $(BIN)/activate setup.cfg setup.py
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+# The gateway in front of the Jellyfin at JELLYFIN_URL (default http://localhost:8096), port 8097.
+run: install
+	$(BIN)/jellyfin-gateway
+
+# Installs the given Debian packages when any is missing (DEBS=...).
+system-deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: install
+	$(BIN)/ruff check gateway tests benchmarks
+	$(BIN)/ruff format --check gateway tests benchmarks
+	$(BIN)/mypy
+
+test: install
+	@$(MAKE) --no-print-directory system-deps DEBS="$(TEST_DEBS)"
+	$(MAKE) --no-print-directory lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	@$(MAKE) --no-print-directory system-deps DEBS="$(BENCH_DEBS)"
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,72 @@
+"""The application factory: wires settings, upstream sessions and routes; no logic of its own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from .proxy import STREAM_CHUNK, Proxy, ProxyConfig
+from .routing import mount_case_insensitive
+from .settings import Settings
+from .torrent_api import create_torrent_app
+
+SETTINGS = web.AppKey("settings", Settings)
+JELLYFIN_SESSION = web.AppKey("jellyfin_session", aiohttp.ClientSession)
+PROXY = web.AppKey("proxy", Proxy)
+
+#: Headers aiohttp's client would otherwise add on its own; the proxy must send only the client's.
+_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+def jellyfin_session(settings: Settings) -> aiohttp.ClientSession:
+    """One pooled keep-alive session for all proxied traffic, without a cookie jar.
+
+    A shared jar would hand one user's Jellyfin cookies to the next user's requests.
+    """
+    connector = aiohttp.TCPConnector(
+        limit=2048,  # streams hold a connection for their whole length; this caps sockets, not users
+        limit_per_host=0,
+        keepalive_timeout=60,
+        enable_cleanup_closed=False,
+        ttl_dns_cache=60,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            connect=None,  # waiting for a pooled connection is not Jellyfin's fault
+            sock_connect=settings.jellyfin_connect_timeout,
+            sock_read=settings.jellyfin_read_timeout,
+        ),
+        auto_decompress=False,
+        skip_auto_headers=_NO_AUTO_HEADERS,
+        read_bufsize=STREAM_CHUNK,
+        max_line_size=65536,
+        max_field_size=65536,
+        raise_for_status=False,
+        trust_env=False,
+        headers={},
+    )
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application()
+    app[SETTINGS] = settings
+
+    async def upstream_sessions(app: web.Application) -> AsyncIterator[None]:
+        async with jellyfin_session(settings) as session:
+            app[JELLYFIN_SESSION] = session
+            app[PROXY] = Proxy(session, ProxyConfig(settings.jellyfin_origin, settings.trusted_proxies))
+            yield
+
+    app.cleanup_ctx.append(upstream_sessions)
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        return await request.app[PROXY].handle(request)
+
+    mount_case_insensitive(app, settings.torrent_prefix, create_torrent_app(settings.torrent_prefix))
+    app.router.add_route("*", "/{path:.*}", proxy)
+    return app

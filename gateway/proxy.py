@@ -1,0 +1,345 @@
+"""Transparent relaying of HTTP and WebSocket traffic to Jellyfin.
+
+This module knows HTTP and WebSocket relaying, nothing about Jellyfin's API. Bodies are streamed in
+both directions with backpressure (constant memory whatever the size), the request target is forwarded
+byte for byte, and only hop-by-hop headers are touched, so that existing Jellyfin clients cannot tell the
+gateway from Jellyfin itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import ClientSession, WSMsgType, web
+from multidict import CIMultiDict, MultiMapping
+from yarl import URL
+
+from .logs import redact_target
+
+logger = logging.getLogger(__name__)
+
+#: Large reads matter: 64 KiB buffers halve streaming throughput compared with 256 KiB.
+STREAM_CHUNK = 256 * 1024
+
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_FORWARDING = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "X-Real-IP")
+# Headers of the client's WebSocket handshake that the upstream handshake must generate itself.
+_WS_HANDSHAKE = frozenset(
+    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
+)
+# Close codes that may not be sent in a close frame (RFC 6455 7.4.1).
+_UNSENDABLE_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def end_to_end_headers(headers: MultiMapping[str]) -> CIMultiDict[str]:
+    """Copy headers without the hop-by-hop ones (RFC 9110 7.6.1), keeping repeats such as Set-Cookie."""
+    named: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        named.update(token.strip().lower() for token in value.split(","))
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered in _HOP_BY_HOP or lowered in named or lowered.startswith("proxy-"):
+            continue
+        out.add(name, value)
+    return out
+
+
+def is_trusted(peer: str | None, trusted: Iterable[IPNetwork]) -> bool:
+    if not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in trusted)
+
+
+def set_forwarding_headers(
+    headers: CIMultiDict[str],
+    *,
+    peer: str | None,
+    scheme: str,
+    host: str | None,
+    trusted: bool,
+) -> None:
+    """Append the peer to X-Forwarded-For and set -Proto/-Host, believing the client's only if trusted.
+
+    Jellyfin decides LAN versus remote access (and so who may connect) from these headers once the
+    gateway is in its Known proxies, so a client must not be able to forge them.
+    """
+    prior = ", ".join(headers.getall("X-Forwarded-For", ())) if trusted else ""
+    proto = headers.get("X-Forwarded-Proto") if trusted else None
+    forwarded_host = headers.get("X-Forwarded-Host") if trusted else None
+    if not trusted:
+        for name in _FORWARDING:
+            headers.popall(name, None)
+    if peer:
+        headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    headers["X-Forwarded-Proto"] = proto or scheme
+    if forwarded_host or host:
+        headers["X-Forwarded-Host"] = forwarded_host or host or ""
+
+
+def upstream_url(origin: URL, raw_target: str) -> URL:
+    """Join Jellyfin's origin and the client's request target without re-encoding a single byte."""
+    if not raw_target.startswith("/"):
+        # absolute-form (a client talking to us as to a forward proxy): keep its path and query only
+        raw_target = URL(raw_target, encoded=True).raw_path_qs
+    return URL(f"{origin}{raw_target}", encoded=True)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    origin: URL
+    trusted_proxies: tuple[IPNetwork, ...]
+
+
+class Proxy:
+    """Relays one request at a time to Jellyfin over a shared, pooled session."""
+
+    def __init__(self, session: ClientSession, config: ProxyConfig) -> None:
+        self._session = session
+        self._config = config
+
+    def _request_headers(self, request: web.Request, *, websocket: bool = False) -> CIMultiDict[str]:
+        headers = end_to_end_headers(request.headers)
+        # The gateway answers "Expect: 100-continue" itself; the body then follows as a normal stream.
+        headers.popall("Expect", None)
+        if websocket:
+            for name in list(headers):
+                if name.lower() in _WS_HANDSHAKE:
+                    headers.popall(name, None)
+        peer = request.remote
+        set_forwarding_headers(
+            headers,
+            peer=peer,
+            scheme=request.scheme,
+            host=request.headers.get("Host"),
+            trusted=bool(self._config.trusted_proxies) and is_trusted(peer, self._config.trusted_proxies),
+        )
+        return headers
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if _wants_websocket(request):
+            return await self._relay_websocket(request)
+        return await self._relay_http(request)
+
+    async def _relay_http(self, request: web.Request) -> web.StreamResponse:
+        url = upstream_url(self._config.origin, request.raw_path)
+        headers = self._request_headers(request)
+        body = _stream(request.content) if request.body_exists else None
+        try:
+            upstream = await self._session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                auto_decompress=False,
+            )
+        except aiohttp.ConnectionTimeoutError:
+            return _gateway_error(request, 502, "Jellyfin did not accept the connection in time")
+        except aiohttp.SocketTimeoutError:
+            return _gateway_error(request, 504, "Jellyfin did not answer in time")
+        except aiohttp.ClientConnectorError as exc:
+            return _gateway_error(request, 502, f"Jellyfin is unreachable ({_os_reason(exc)})")
+        except (aiohttp.ClientError, OSError) as exc:
+            if _client_gone(request):
+                # The client vanished while its body was being sent on: nobody to answer, no error.
+                logger.debug("client left during %s %s", request.method, redact_target(request.raw_path))
+                return web.Response(status=499)
+            return _gateway_error(request, 502, f"Jellyfin broke off the exchange ({type(exc).__name__})")
+
+        try:
+            return await self._send_response(request, upstream)
+        finally:
+            upstream.release()
+
+    async def _send_response(
+        self, request: web.Request, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        headers = end_to_end_headers(upstream.headers)
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        try:
+            await response.prepare(request)
+            if request.method != "HEAD" and upstream.status not in (204, 304):
+                content = upstream.content
+                while chunk := await content.readany():
+                    await response.write(chunk)
+            await response.write_eof()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            # The client went away (closed the player, seeked): not an error; drop the upstream too.
+            logger.debug("client left during %s %s", request.method, redact_target(request.raw_path))
+            upstream.close()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            # Status and headers are already sent; a truncated body is the only honest signal left.
+            logger.warning(
+                "Jellyfin broke off %s %s mid-response: %s",
+                request.method,
+                redact_target(request.raw_path),
+                type(exc).__name__,
+            )
+            upstream.close()
+            if request.transport is not None:
+                request.transport.abort()
+        return response
+
+    async def _relay_websocket(self, request: web.Request) -> web.StreamResponse:
+        url = upstream_url(self._config.origin, request.raw_path)
+        protocols = [
+            p.strip()
+            for value in request.headers.getall("Sec-WebSocket-Protocol", ())
+            for p in value.split(",")
+        ]
+        try:
+            upstream = await self._session.ws_connect(
+                url,
+                method=request.method,
+                headers=self._request_headers(request, websocket=True),
+                protocols=[p for p in protocols if p],
+                autoclose=False,
+                autoping=False,
+                max_msg_size=0,
+                compress=0,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            # Jellyfin refused the upgrade (403 without a token, 302 outside BaseUrl): pass its answer on.
+            if exc.status and exc.status != 101:
+                headers = end_to_end_headers(exc.headers) if exc.headers else CIMultiDict()
+                for name in ("Content-Length", "Content-Type", "Content-Encoding"):
+                    headers.popall(name, None)
+                return web.Response(
+                    status=exc.status,
+                    headers=headers,
+                    text=f"Jellyfin refused the WebSocket upgrade ({exc.status})",
+                )
+            return _gateway_error(request, 502, "Jellyfin answered the WebSocket upgrade wrongly")
+        except aiohttp.ConnectionTimeoutError:
+            return _gateway_error(request, 502, "Jellyfin did not accept the connection in time")
+        except aiohttp.SocketTimeoutError:
+            return _gateway_error(request, 504, "Jellyfin did not answer in time")
+        except aiohttp.ClientConnectorError as exc:
+            return _gateway_error(request, 502, f"Jellyfin is unreachable ({_os_reason(exc)})")
+        except (aiohttp.ClientError, OSError) as exc:
+            return _gateway_error(
+                request, 502, f"Jellyfin broke off the WebSocket upgrade ({type(exc).__name__})"
+            )
+
+        async with upstream:
+            client = web.WebSocketResponse(
+                protocols=(upstream.protocol,) if upstream.protocol else (),
+                autoclose=False,
+                autoping=False,
+                max_msg_size=0,
+            )
+            try:
+                await client.prepare(request)
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                return client
+            await _relay_frames(client, upstream)
+        return client
+
+
+async def _relay_frames(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    to_upstream = asyncio.create_task(_pump(client, upstream, lost_code=1001))
+    to_client = asyncio.create_task(_pump(upstream, client, lost_code=1011))
+    try:
+        _, pending = await asyncio.wait({to_upstream, to_client}, return_when=asyncio.FIRST_COMPLETED)
+        # The other direction ends on its own once the close handshake is done; give it a moment.
+        if pending:
+            await asyncio.wait(pending, timeout=10.0)
+    finally:
+        for task in (to_upstream, to_client):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(to_upstream, to_client, return_exceptions=True)
+        for ws in (client, upstream):
+            if not ws.closed:
+                await ws.close(code=1001)
+
+
+_Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+async def _pump(source: _Socket, sink: _Socket, *, lost_code: int) -> None:
+    """Copy frames one way; relay a close handshake with its code and reason."""
+    try:
+        while True:
+            msg = await source.receive()
+            if msg.type is WSMsgType.TEXT:
+                await sink.send_str(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await sink.send_bytes(msg.data)
+            elif msg.type is WSMsgType.PING:
+                await sink.ping(msg.data)
+            elif msg.type is WSMsgType.PONG:
+                await sink.pong(msg.data)
+            elif msg.type is WSMsgType.CLOSE:
+                code = _sendable_close_code(msg.data)
+                reason = (msg.extra or "").encode()
+                # Finish the handshake on the far side first, then answer the side that started it.
+                await sink.close(code=code, message=reason)
+                await source.close(code=code, message=reason)
+                return
+            elif msg.type is WSMsgType.CLOSING:
+                # The other direction is closing this socket after a close frame; it finishes the job.
+                return
+            else:  # CLOSED, ERROR: the source is gone without a proper close
+                if not sink.closed:
+                    await sink.close(code=lost_code)
+                return
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
+        if not sink.closed:
+            await sink.close(code=lost_code)
+
+
+def _sendable_close_code(code: object) -> int:
+    if isinstance(code, int) and 1000 <= code <= 4999 and code not in _UNSENDABLE_CLOSE_CODES:
+        return code
+    return 1000
+
+
+def _wants_websocket(request: web.Request) -> bool:
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return False
+    return any("upgrade" in value.lower() for value in request.headers.getall("Connection", ()))
+
+
+async def _stream(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    while chunk := await content.readany():
+        yield chunk
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
+    return exc.strerror or type(exc.os_error).__name__
+
+
+def _gateway_error(request: web.Request, status: int, reason: str) -> web.Response:
+    logger.warning("%s %s -> %d: %s", request.method, redact_target(request.raw_path), status, reason)
+    return web.Response(status=status, text=f"{status} {reason}\n")

@@ -1,0 +1,104 @@
+"""Serving: one process, or several sharing the port through SO_REUSEPORT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from . import logs
+from .app import create_app
+from .proxy import STREAM_CHUNK
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def runner_options(settings: Settings) -> dict[str, Any]:
+    """The server-side knobs a transparent proxy needs; tests pass the same ones to their servers."""
+    return dict(
+        access_log_class=logs.AccessLogger,
+        access_log=logging.getLogger("gateway.access") if settings.access_log else None,
+        read_bufsize=STREAM_CHUNK,
+        auto_decompress=False,  # an upload's Content-Encoding is Jellyfin's business, not ours
+        max_line_size=65536,
+        max_field_size=65536,
+        shutdown_timeout=5.0,
+    )
+
+
+async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+    runner = web.AppRunner(create_app(settings), **runner_options(settings))
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None, backlog=1024)
+        await site.start()
+        logger.info(
+            "listening on %s:%d, proxying to %s (torrent API at %s)",
+            settings.host,
+            settings.port,
+            settings.jellyfin_url,
+            settings.torrent_prefix,
+        )
+        await stop.wait()
+        logger.info("shutting down")
+    finally:
+        await runner.cleanup()
+
+
+def _run_worker(settings: Settings) -> None:
+    logs.configure(settings.log_level)
+    try:
+        asyncio.run(serve(settings, reuse_port=True))
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
+        sys.exit(1)
+
+
+def supervise(settings: Settings) -> int:
+    """Run ``settings.workers`` processes sharing the port through SO_REUSEPORT.
+
+    The kernel spreads connections across them. If one dies the others are stopped and the exit code is
+    non-zero, so that systemd/docker restarts the whole set instead of running silently degraded.
+    """
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=_run_worker, args=(settings,), name=f"worker-{n}")
+        for n in range(settings.workers)
+    ]
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for worker in workers:
+        worker.start()
+    logger.info("started %d workers: %s", len(workers), " ".join(str(w.pid) for w in workers))
+    status = 0
+    while any(w.exitcode is None for w in workers):
+        multiprocessing.connection.wait([w.sentinel for w in workers if w.exitcode is None])
+        for worker in workers:
+            if worker.exitcode is not None and worker.exitcode != 0 and not stopping:
+                logger.error("%s exited with %s; stopping the others", worker.name, worker.exitcode)
+                status = 1
+                stop(signal.SIGTERM, None)
+    for worker in workers:
+        worker.join()
+    return status

@@ -1,0 +1,308 @@
+"""Settings: the only place that knows variable names, flags and defaults.
+
+Every setting comes from an environment variable and can be overridden by a CLI flag named after it
+(``JELLYFIN_URL`` -> ``--jellyfin-url``). Values are validated once, at start, so that a typo stops the
+gateway with one clear line instead of failing on the first request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import posixpath
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from yarl import URL
+
+from . import __version__
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+PathMap = tuple[tuple[str, str], ...]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the gateway cannot work with; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8097
+    jellyfin_url: URL = field(default_factory=lambda: URL("http://localhost:8096"))
+    qbittorrent_url: URL = field(default_factory=lambda: URL("http://qbittorrent:8099"))
+    qbittorrent_username: str = ""
+    qbittorrent_password: str = field(default="", repr=False)
+    apibay_url: URL = field(default_factory=lambda: URL("https://apibay.org"))
+    jellyfin_api_key: str = field(default="", repr=False)
+    path_map: PathMap = ()
+    elevation_cache_ttl: float = 10.0
+    workers: int = 1
+    log_level: str = "INFO"
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    access_log: bool = True
+    jellyfin_connect_timeout: float = 5.0
+    jellyfin_read_timeout: float = 300.0
+
+    @property
+    def base_path(self) -> str:
+        """Jellyfin's BaseUrl as seen in request paths: '' or '/jellyfin' (no trailing slash)."""
+        return self.jellyfin_url.path.rstrip("/")
+
+    @property
+    def jellyfin_origin(self) -> URL:
+        """Where proxied requests go; the client's path (BaseUrl included) is appended unchanged."""
+        return self.jellyfin_url.origin()
+
+    @property
+    def torrent_prefix(self) -> str:
+        return f"{self.base_path}/torrent"
+
+
+# --- value parsers: each raises ValueError with a message that completes "must be ..." -----------
+
+
+def _http_url(raw: str) -> URL:
+    try:
+        url = URL(raw.strip())
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"a valid http(s) URL ({exc}), got {raw!r}") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"an http(s) URL with a host, got {raw!r}")
+    if url.query_string or url.fragment or url.user or url.password:
+        raise ValueError(f"a URL without query, fragment or credentials, got {raw!r}")
+    try:
+        url.port  # noqa: B018 - yarl validates the port lazily
+    except ValueError as exc:
+        raise ValueError(f"a URL with a valid port, got {raw!r}") from exc
+    return url
+
+
+def _port(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"a TCP port number (1-65535), got {raw!r}") from None
+    if not 1 <= value <= 65535:
+        raise ValueError(f"a TCP port number (1-65535), got {raw!r}")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"a whole number of at least 1, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"a whole number of at least 1, got {raw!r}")
+    return value
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"a number of seconds (0 or more), got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"a number of seconds (0 or more), got {raw!r}")
+    return value
+
+
+def _positive_seconds(raw: str) -> float:
+    value = _seconds(raw)
+    if value == 0:
+        raise ValueError(f"a number of seconds above 0, got {raw!r}")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return level
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"true or false, got {raw!r}")
+
+
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for item in raw.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"IP addresses or CIDR networks separated by commas, got {item!r}") from None
+    return tuple(networks)
+
+
+def _absolute_dir(raw: str, what: str) -> str:
+    path = raw.strip()
+    if not path.startswith("/"):
+        raise ValueError(f"{what} paths that are absolute, got {raw!r}")
+    if ".." in path.split("/"):
+        raise ValueError(f"{what} paths without '..', got {raw!r}")
+    normalized = posixpath.normpath(path)
+    return "/" if normalized in ("/", "//") else normalized
+
+
+def _path_map(raw: str) -> PathMap:
+    pairs: list[tuple[str, str]] = []
+    for entry in raw.split(";"):
+        if not entry.strip():
+            continue
+        jellyfin, sep, qbittorrent = entry.partition("=")
+        if not sep or not jellyfin.strip() or not qbittorrent.strip():
+            raise ValueError(f"JELLYFIN_PREFIX=QBITTORRENT_PREFIX pairs separated by ';', got {entry!r}")
+        pair = (_absolute_dir(jellyfin, "JELLYFIN_PREFIX"), _absolute_dir(qbittorrent, "QBITTORRENT_PREFIX"))
+        if any(pair[0] == known for known, _ in pairs):
+            raise ValueError(f"each JELLYFIN_PREFIX only once, got {pair[0]!r} twice")
+        pairs.append(pair)
+    return tuple(pairs)
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+@dataclass(frozen=True)
+class _Option:
+    env: str
+    attr: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.env.lower().replace("_", "-")
+
+
+OPTIONS: tuple[_Option, ...] = (
+    _Option("GATEWAY_HOST", "host", "0.0.0.0", _text, "address to listen on"),
+    _Option("GATEWAY_PORT", "port", "8097", _port, "TCP port to listen on"),
+    _Option(
+        "JELLYFIN_URL",
+        "jellyfin_url",
+        "http://localhost:8096",
+        _http_url,
+        "Jellyfin to proxy to; may carry Jellyfin's BaseUrl, e.g. http://jf:8096/jellyfin",
+    ),
+    _Option(
+        "QBITTORRENT_URL", "qbittorrent_url", "http://qbittorrent:8099", _http_url, "qBittorrent WebUI URL"
+    ),
+    _Option(
+        "QBITTORRENT_USERNAME", "qbittorrent_username", "", _text, "qBittorrent WebUI user (empty: no login)"
+    ),
+    _Option(
+        "QBITTORRENT_PASSWORD",
+        "qbittorrent_password",
+        "",
+        _text,
+        "qBittorrent WebUI password (prefer the variable: flags show up in ps)",
+        secret=True,
+    ),
+    _Option("APIBAY_URL", "apibay_url", "https://apibay.org", _http_url, "apibay search API"),
+    _Option(
+        "JELLYFIN_API_KEY",
+        "jellyfin_api_key",
+        "",
+        _text,
+        "Jellyfin API key for library rescans after downloads (empty: off)",
+        secret=True,
+    ),
+    _Option(
+        "PATH_MAP",
+        "path_map",
+        "",
+        _path_map,
+        "JELLYFIN_PREFIX=QBITTORRENT_PREFIX pairs separated by ';' (how each side sees the same folder)",
+    ),
+    _Option(
+        "ELEVATION_CACHE_TTL",
+        "elevation_cache_ttl",
+        "10",
+        _seconds,
+        "seconds an admin check is cached per token (0: no cache)",
+    ),
+    _Option("GATEWAY_WORKERS", "workers", "1", _positive_int, "gateway processes sharing the port"),
+    _Option("LOG_LEVEL", "log_level", "INFO", _log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    _Option(
+        "TRUSTED_PROXIES",
+        "trusted_proxies",
+        "",
+        _networks,
+        "comma-separated IPs/CIDRs whose X-Forwarded-* headers are believed (empty: none)",
+    ),
+    _Option(
+        "ACCESS_LOG", "access_log", "true", _bool, "write an access log line per request (tokens redacted)"
+    ),
+    _Option(
+        "JELLYFIN_CONNECT_TIMEOUT",
+        "jellyfin_connect_timeout",
+        "5",
+        _positive_seconds,
+        "seconds to connect to Jellyfin before answering 502",
+    ),
+    _Option(
+        "JELLYFIN_READ_TIMEOUT",
+        "jellyfin_read_timeout",
+        "300",
+        _positive_seconds,
+        "seconds Jellyfin may stay silent mid-request before answering 504 (not applied to WebSockets)",
+    ),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, exit 2: the same shape as a bad environment variable."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="jellyfin-gateway",
+        description=(
+            "Reverse proxy in front of Jellyfin that serves an admin-only /torrent API. "
+            "Every setting is an environment variable; the flag of the same name overrides it."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    for option in OPTIONS:
+        default = "(empty)" if option.default == "" else option.default
+        parser.add_argument(
+            option.flag,
+            dest=option.attr,
+            metavar=option.env,
+            default=None,
+            help=f"{option.help} [env {option.env}, default {default}]",
+        )
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from flags over environment over defaults; raise SettingsError naming the variable."""
+    environ = {} if environ is None else environ
+    args = build_parser().parse_args([] if argv is None else list(argv))
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw = getattr(args, option.attr)
+        if raw is None:
+            raw = environ.get(option.env, option.default)
+        try:
+            values[option.attr] = option.parse(raw)
+        except ValueError as exc:
+            shown = option.flag if getattr(args, option.attr) is not None else option.env
+            raise SettingsError(f"{shown} must be {exc}") from None
+    return Settings(**values)

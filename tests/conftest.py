@@ -1,0 +1,249 @@
+"""Shared fixtures: real sockets everywhere (aiohttp_server), the gateway built by its own factory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from yarl import URL
+
+from gateway.app import create_app
+from gateway.server import runner_options
+from gateway.settings import Settings
+from tests.jellyfin_standin import StandinState, create_standin
+from tests.probe import ProbeState, create_probe, pattern
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+GatewayFactory = Callable[..., Awaitable["RunningGateway"]]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_url(server: TestServer | RunningGateway, path: str = "") -> URL:
+    return URL(f"http://{server.host}:{server.port}{path}", encoded=True)
+
+
+@pytest.fixture
+def media_file(tmp_path: Path) -> Path:
+    path = tmp_path / "media.mp4"
+    path.write_bytes(pattern(3 * 1024 * 1024 + 123))
+    return path
+
+
+@pytest.fixture
+def probe_state(media_file: Path) -> ProbeState:
+    return ProbeState(media_file=media_file)
+
+
+@pytest.fixture
+async def probe(aiohttp_server: ServerFactory, probe_state: ProbeState) -> TestServer:
+    return await aiohttp_server(create_probe(probe_state), auto_decompress=False)
+
+
+@dataclass
+class RunningGateway:
+    """A gateway served exactly as in production: same factory, same AppRunner options."""
+
+    host: str
+    port: int
+    app: web.Application
+    settings: Settings
+
+
+@pytest.fixture
+async def gateway_factory() -> AsyncIterator[GatewayFactory]:
+    """Start a gateway in front of ``upstream`` on a real socket.
+
+    Not aiohttp_server: its TestServer forces ``handler_cancellation=True``, and the gateway must be
+    tested the way it runs (aiohttp's default, no cancellation when a client disconnects).
+    """
+    runners: list[web.AppRunner] = []
+
+    async def make(upstream: URL | str, **overrides: Any) -> RunningGateway:
+        settings = replace(Settings(jellyfin_url=URL(str(upstream)), host="127.0.0.1", port=0), **overrides)
+        app = create_app(settings)
+        runner = web.AppRunner(app, **runner_options(settings))
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        host, port = runner.addresses[0][:2]
+        return RunningGateway(host, port, app, settings)
+
+    yield make
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def gateway(probe: TestServer, gateway_factory: GatewayFactory) -> RunningGateway:
+    """A gateway in front of the probe upstream."""
+    return await gateway_factory(server_url(probe))
+
+
+@pytest.fixture
+def standin_state() -> StandinState:
+    return StandinState()
+
+
+@pytest.fixture
+async def jellyfin(aiohttp_server: ServerFactory, standin_state: StandinState) -> TestServer:
+    """The faithful Jellyfin stand-in on a real socket."""
+    return await aiohttp_server(create_standin(state=standin_state))
+
+
+@pytest.fixture
+async def jellyfin_gateway(jellyfin: TestServer, gateway_factory: GatewayFactory) -> RunningGateway:
+    """A gateway in front of the Jellyfin stand-in."""
+    return await gateway_factory(server_url(jellyfin))
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain client that changes nothing: no decompression, no cookie jar, no redirects by default."""
+    async with aiohttp.ClientSession(
+        auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=60)
+    ) as session:
+        yield session
+
+
+@dataclass
+class RawResponse:
+    status_line: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @property
+    def status(self) -> int:
+        return int(self.status_line.split()[1])
+
+    def header_names(self) -> set[str]:
+        return {name.lower() for name, _ in self.headers}
+
+    def get_all(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+
+async def raw_exchange(
+    server: TestServer | RunningGateway, request: bytes, *, timeout: float = 10.0
+) -> RawResponse:
+    """Send bytes as they are and read the reply until the server closes (send Connection: close)."""
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(-1), timeout)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = [
+        (name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines[1:])
+    ]
+    return RawResponse(lines[0], headers, body)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class GatewayProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> URL:
+        return URL(f"http://127.0.0.1:{self.port}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path) -> Iterator[Callable[..., Awaitable[GatewayProcess]]]:
+    """Run ``python -m gateway`` as a separate process, the way ``make run`` does."""
+    started: list[GatewayProcess] = []
+
+    async def start(env: dict[str, str], *, wait: bool = True) -> GatewayProcess:
+        port = free_port()
+        log = tmp_path / f"gateway-{port}.log"
+        full_env = {
+            **os.environ,
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(port),
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gateway"],
+                cwd=ROOT,
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        gp = GatewayProcess(process, port, log)
+        started.append(gp)
+        if wait:
+            await wait_for_port(port, process)
+        return gp
+
+    yield start
+    for gp in started:
+        if gp.process.poll() is None:
+            gp.process.terminate()
+            try:
+                gp.process.wait(10)
+            except subprocess.TimeoutExpired:
+                gp.process.kill()
+                gp.process.wait()
+
+
+async def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode} before listening")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+    raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` (state another task or process changes) until true or ``timeout`` passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of one process, from /proc (KiB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")

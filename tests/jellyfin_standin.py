@@ -1,0 +1,1702 @@
+"""A faithful Jellyfin 10.11 stand-in for gateway tests.
+
+The gateway must be tested against the upstream it will really meet, so this
+module mimics Jellyfin 10.11 closely where the gateway can observe it:
+token extraction and precedence, 401-versus-403 with empty bodies,
+case-insensitive routing, PascalCase JSON without nulls, the BaseUrl
+redirection middleware, the WebSocket handshake and Range handling on static
+streams.  Behaviour follows ``/work/shared/reference/jellyfin.md`` and the
+Jellyfin source (tag ``v10.11.0``) it cites.
+
+Everything observable lives on a :class:`StandinState` stored under
+:data:`STATE`, and routes are rows of a table (:data:`ROUTES` on the app), so
+new endpoints are one handler plus one :class:`Route` row.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import hashlib
+import json
+import logging
+import re
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, unquote_plus
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from multidict import CIMultiDict, MultiMapping
+
+logger = logging.getLogger(__name__)
+
+JELLYFIN_VERSION = "10.11.0"
+PRODUCT_NAME = "Jellyfin Server"
+DEFAULT_SERVER_NAME = "standin"
+DEFAULT_AUTH_PROVIDER_ID = "Jellyfin.Server.Implementations.Users.DefaultAuthenticationProvider"
+DEFAULT_PASSWORD_RESET_PROVIDER_ID = "Jellyfin.Server.Implementations.Users.DefaultPasswordResetProvider"
+EMPTY_GUID = "0" * 32
+# DateTime.MinValue as Jellyfin's JsonDateTimeConverter writes it.
+MIN_DATE = "0001-01-01T00:00:00.0000000Z"
+# ExceptionMiddleware's body outside a Development environment.
+GENERIC_ERROR_BODY = "Error processing request."
+# The body the brief asks for on a refused WebSocket handshake.
+WEBSOCKET_REFUSAL_BODY = "Token is required"
+KEEPALIVE_SECONDS = 60
+MEBIBYTE = 1024 * 1024
+# Kestrel's MaxRequestBodySize default.
+MAX_REQUEST_BODY = 30_000_000
+
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+CAMEL_JSON_CONTENT_TYPE = 'application/json; profile="CamelCase"; charset=utf-8'
+PROBLEM_CONTENT_TYPE = "application/problem+json; charset=utf-8"
+TEXT_PLAIN = "text/plain"
+
+VIDEO_CONTENT_TYPES: Mapping[str, str] = {
+    "mp4": "video/mp4",
+    "m4v": "video/x-m4v",
+    "mkv": "video/x-matroska",
+    "webm": "video/webm",
+    "ts": "video/mp2t",
+    "m2ts": "video/mp2t",
+    "mov": "video/quicktime",
+    "avi": "video/x-msvideo",
+    "ogv": "video/ogg",
+}
+
+
+def new_guid() -> str:
+    """Return a random Guid in .NET ``"N"`` format (32 lowercase hex), like Jellyfin ids."""
+    return uuid.uuid4().hex
+
+
+def dotnet_datetime(value: datetime) -> str:
+    """Format a UTC datetime the way Jellyfin's JsonDateTimeConverter does (7 fraction digits)."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S") + f".{value.microsecond:06d}0Z"
+
+
+def deterministic_media(size: int) -> bytes:
+    """Build a reproducible byte blob so Range tests can compare exact slices."""
+    pattern = bytes(range(251))  # prime length: slices at any offset differ
+    repeats, rest = divmod(size, len(pattern))
+    return pattern * repeats + pattern[:rest]
+
+
+# ---------------------------------------------------------------------------
+# Data model
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class User:
+    """A Jellyfin user as far as authentication and UserDto care."""
+
+    name: str
+    password: str
+    id: str
+    is_administrator: bool = False
+    is_disabled: bool = False
+    is_hidden: bool = False
+    last_login_date: datetime | None = None
+    last_activity_date: datetime | None = None
+
+
+@dataclass
+class Device:
+    """A login token row (Jellyfin's Devices table): who holds it and from where."""
+
+    access_token: str
+    user_id: str
+    app_name: str
+    app_version: str
+    device_name: str
+    device_id: str
+    date_created: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass
+class Library:
+    """A virtual folder as ``GET /Library/VirtualFolders`` reports it."""
+
+    name: str
+    locations: list[str]
+    collection_type: str | None = None
+    item_id: str = field(default_factory=new_guid)
+    primary_image_item_id: str | None = None
+    refresh_status: str = "Idle"
+    refresh_progress: float | None = None
+    enable_realtime_monitor: bool = True
+
+
+@dataclass(frozen=True)
+class MediaUpdate:
+    """One ``Updates[]`` entry accepted by ``POST /Library/Media/Updated``."""
+
+    path: str
+    update_type: str | None
+
+
+@dataclass
+class RequestRecord:
+    """What the stand-in saw of one request, for assertions about what the gateway forwarded."""
+
+    method: str
+    path_qs: str
+    headers: CIMultiDict[str]
+    body: bytes | None = None
+
+
+@dataclass
+class WebSocketRecord:
+    """One WebSocket handshake attempt and, if accepted, what went over it."""
+
+    path: str
+    query_string: str
+    authorization: str | None
+    accepted: bool = False
+    user_id: str | None = None
+    is_api_key: bool = False
+    received: list[str | bytes] = field(default_factory=list)
+    close_code: int | None = None
+
+
+class StandinState:
+    """All mutable state of one stand-in: users, tokens, keys, media and request history.
+
+    Tests reach it through ``app[STATE]`` to arrange fixtures (users, tokens)
+    and to assert what the gateway sent upstream (``calls``, ``requests``,
+    ``websockets``, ``media_updates``).
+    """
+
+    def __init__(
+        self,
+        *,
+        server_id: str | None = None,
+        server_name: str = DEFAULT_SERVER_NAME,
+        legacy_authorization: bool = True,
+        media_size: int = MEBIBYTE,
+        with_defaults: bool = True,
+    ) -> None:
+        self.server_id: str = server_id or new_guid()
+        self.server_name: str = server_name
+        self.version: str = JELLYFIN_VERSION
+        self.legacy_authorization: bool = legacy_authorization
+        self.startup_wizard_completed: bool = True
+        self.quick_connect_enabled: bool = False
+        self.users: dict[str, User] = {}
+        self.tokens: dict[str, str] = {}
+        self.devices: dict[str, Device] = {}
+        self.api_keys: dict[str, str] = {}
+        self.api_key_created: dict[str, datetime] = {}
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.requests: list[RequestRecord] = []
+        self.websockets: list[WebSocketRecord] = []
+        self.live_sockets: set[web.WebSocketResponse] = set()
+        self.libraries: list[Library] = []
+        self.media_updates: list[MediaUpdate] = []
+        self.library_refreshes: int = 0
+        self.media: bytes = deterministic_media(media_size)
+        self.media_last_modified: datetime = datetime(2024, 1, 1, tzinfo=UTC)
+        if with_defaults:
+            self.populate_defaults()
+
+    def populate_defaults(self) -> None:
+        """Add the users, API key and libraries every test may rely on."""
+        self.add_user("admin", "adminpw", admin=True)
+        self.add_user("alice", "alicepw")
+        self.add_user("mallory", "mallorypw", disabled=True)
+        self.add_api_key("gateway")
+        self.libraries.extend(
+            [
+                Library("Movies", ["/media/movies"], "movies"),
+                Library("Shows", ["/media/tv"], "tvshows"),
+            ]
+        )
+
+    # -- users, tokens and keys ------------------------------------------
+
+    def add_user(self, name: str, password: str, *, admin: bool = False, disabled: bool = False) -> User:
+        """Create a user with a fresh 32-hex id."""
+        user = User(
+            name=name,
+            password=password,
+            id=new_guid(),
+            is_administrator=admin,
+            is_disabled=disabled,
+        )
+        self.users[user.id] = user
+        return user
+
+    def user_by_name(self, name: str) -> User:
+        """Find a user the way Jellyfin does at login: name compared case-insensitively."""
+        found = self.find_user_by_name(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def find_user_by_name(self, name: str) -> User | None:
+        """Like :meth:`user_by_name` but ``None`` when absent."""
+        wanted = name.casefold()
+        return next((u for u in self.users.values() if u.name.casefold() == wanted), None)
+
+    def issue_token(
+        self,
+        user: User,
+        *,
+        device_id: str | None = None,
+        client: str = "standin-tests",
+        device_name: str = "pytest",
+        version: str = "0.0.1",
+    ) -> str:
+        """Create a new access token for ``user`` as if it had logged in from a device."""
+        token = new_guid()
+        self.tokens[token] = user.id
+        self.devices[token] = Device(
+            access_token=token,
+            user_id=user.id,
+            app_name=client,
+            app_version=version,
+            device_name=device_name,
+            device_id=device_id or new_guid(),
+        )
+        return token
+
+    def revoke_token(self, token: str) -> None:
+        """Delete a login token (logout)."""
+        self.tokens.pop(token, None)
+        self.devices.pop(token, None)
+
+    def add_api_key(self, app_name: str) -> str:
+        """Create an API key (elevated, no user) and return it."""
+        key = new_guid()
+        self.api_keys[key] = app_name
+        self.api_key_created[key] = datetime.now(UTC)
+        return key
+
+    def api_key_for(self, app_name: str) -> str:
+        """Return the first API key created for ``app_name``."""
+        return next(k for k, name in self.api_keys.items() if name == app_name)
+
+    # -- media -------------------------------------------------------------
+
+    def set_media(self, data: bytes) -> None:
+        """Replace the blob served by ``/Videos/{id}/stream``."""
+        self.media = data
+
+    @property
+    def media_etag(self) -> str:
+        """Strong ETag of the current media blob."""
+        return '"' + hashlib.sha256(self.media).hexdigest()[:32] + '"'
+
+    # -- WebSocket -----------------------------------------------------------
+
+    @property
+    def websocket_connections(self) -> int:
+        """Number of accepted WebSocket handshakes so far."""
+        return sum(1 for record in self.websockets if record.accepted)
+
+    async def broadcast(self, message_type: str, data: Any = None) -> int:
+        """Send a Jellyfin-style outbound message to every open socket; return how many got it."""
+        sent = 0
+        for ws in list(self.live_sockets):
+            if ws.closed:
+                continue
+            await ws.send_str(outbound_message(message_type, data))
+            sent += 1
+        return sent
+
+
+STATE: web.AppKey[StandinState] = web.AppKey("jellyfin_standin_state", StandinState)
+
+
+def outbound_message(message_type: str, data: Any = None) -> str:
+    """Serialise an outbound WebSocket message: MessageType, MessageId (32 hex), Data unless null."""
+    message: dict[str, Any] = {"MessageType": message_type, "MessageId": new_guid()}
+    if data is not None:
+        message["Data"] = data
+    return json.dumps(message, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------
+# Token extraction (Jellyfin 10.11 AuthorizationContext)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request presents: the chosen token, where it came from, and the header pairs."""
+
+    token: str | None
+    source: str | None
+    parts: Mapping[str, str]
+
+    @property
+    def has_token(self) -> bool:
+        """``AuthorizationInfo.HasToken``: whitespace-only counts as no token."""
+        return self.token is not None and self.token.strip() != ""
+
+    @property
+    def client(self) -> str | None:
+        """``Client`` from the Authorization header."""
+        return self.parts.get("Client")
+
+    @property
+    def device(self) -> str | None:
+        """``Device`` from the Authorization header."""
+        return self.parts.get("Device")
+
+    @property
+    def device_id(self) -> str | None:
+        """``DeviceId`` from the Authorization header."""
+        return self.parts.get("DeviceId")
+
+    @property
+    def version(self) -> str | None:
+        """``Version`` from the Authorization header."""
+        return self.parts.get("Version")
+
+
+def parse_authorization_parts(value: str) -> dict[str, str]:
+    """Port of ``AuthorizationContext.GetParts``: comma-separated pairs, quotes optional.
+
+    A quote toggles "escaped" so a quoted comma stays in the value; keys are
+    trimmed and case-sensitive; values are ``"``-trimmed, then URL-decoded
+    (``+`` is a space); a repeated key overwrites the earlier one.
+    """
+    result: dict[str, str] = {}
+    escaped = False
+    start = 0
+    key = ""
+    i = 0
+    for i, char in enumerate(value):
+        if char in ('"', ","):
+            # XOR as in the C#: a quote toggles, a comma keeps the state.
+            escaped = (not escaped) == (char == '"')
+            if char == "," and not escaped:
+                if start < i:
+                    result[key] = unquote_plus(value[start:i].strip('"'))
+                    key = ""
+                start = i + 1
+        elif not escaped and char == "=":
+            key = value[start:i].strip()
+            start = i + 1
+    end = len(value)
+    if start < end:
+        result[key] = unquote_plus(value[start:end].strip('"'))
+    return result
+
+
+def parse_authorization_header(value: str, *, legacy_authorization: bool) -> dict[str, str] | None:
+    """Port of ``GetAuthorization``: scheme ``MediaBrowser`` (or legacy ``Emby``), else ``None``."""
+    space = value.find(" ")
+    if space == -1:
+        return None
+    scheme = value[:space].lower()
+    if scheme != "mediabrowser" and not (legacy_authorization and scheme == "emby"):
+        return None
+    return parse_authorization_parts(value[space + 1 :])
+
+
+def _joined(values: Sequence[str]) -> str | None:
+    """``StringValues`` converted to string: ``None`` if absent, else comma-joined."""
+    return ",".join(values) if values else None
+
+
+def case_insensitive_query(query: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """ASP.NET's query collection: case-insensitive keys, plus ``UrlDecodeQueryFeature``.
+
+    Jellyfin re-parses a query string that arrived fully URL-encoded (one key,
+    no value, containing ``=``), e.g. ``?ApiKey%3Dabc``.
+    """
+    items = list(query)
+    if len(items) == 1 and not items[0][1] and "=" in items[0][0]:
+        pairs: CIMultiDict[str] = CIMultiDict()
+        for pair in items[0][0].split("&"):
+            name, sep, val = pair.partition("=")
+            if not sep:
+                if name not in pairs:
+                    pairs[name] = ""
+                continue
+            pairs.add(name, val)
+        return pairs
+    return CIMultiDict(items)
+
+
+def extract_credentials(
+    headers: MultiMapping[str],
+    query: MultiMapping[str] | Iterable[tuple[str, str]],
+    *,
+    legacy_authorization: bool,
+) -> Credentials:
+    """Pick the request's token exactly as Jellyfin 10.11 does (reference section 1).
+
+    Order, first non-empty wins: ``Authorization`` (``MediaBrowser``, or
+    ``Emby`` when legacy); ``X-Emby-Authorization`` only when legacy and
+    ``Authorization`` is absent or empty; ``X-Emby-Token``*;
+    ``X-MediaBrowser-Token``*; ``?ApiKey=``; ``?api_key=``*
+    (* = only with ``legacy_authorization``).  ``headers`` must be
+    case-insensitive (aiohttp's are); query keys are matched case-insensitively.
+    """
+    query_items = query.items() if isinstance(query, MultiMapping) else query
+    ci_query = case_insensitive_query(query_items)
+
+    header_name = "Authorization"
+    auth_values = headers.getall("Authorization", [])
+    if legacy_authorization and not _joined(auth_values):
+        header_name = "X-Emby-Authorization"
+        auth_values = headers.getall("X-Emby-Authorization", [])
+    parts: dict[str, str] = {}
+    if auth_values:
+        parts = parse_authorization_header(auth_values[0], legacy_authorization=legacy_authorization) or {}
+
+    token: str | None = parts.get("Token")
+    source: str | None = header_name if token else None
+    lookups: list[tuple[str, Callable[[], str | None]]] = []
+    if legacy_authorization:
+        lookups.append(("X-Emby-Token", lambda: _joined(headers.getall("X-Emby-Token", []))))
+        lookups.append(("X-MediaBrowser-Token", lambda: _joined(headers.getall("X-MediaBrowser-Token", []))))
+    lookups.append(("ApiKey", lambda: _joined(ci_query.getall("ApiKey", []))))
+    if legacy_authorization:
+        lookups.append(("api_key", lambda: _joined(ci_query.getall("api_key", []))))
+    for name, lookup in lookups:
+        if token:
+            break
+        token = lookup()
+        source = name if token else None
+    return Credentials(token=token or None, source=source, parts=parts)
+
+
+def extract_token(
+    headers: MultiMapping[str],
+    query: MultiMapping[str] | Iterable[tuple[str, str]],
+    *,
+    legacy_authorization: bool,
+) -> str | None:
+    """The token Jellyfin would use, or ``None`` when the request carries none."""
+    credentials = extract_credentials(headers, query, legacy_authorization=legacy_authorization)
+    return credentials.token if credentials.has_token else None
+
+
+# ---------------------------------------------------------------------------
+# Resolution and policies
+# ---------------------------------------------------------------------------
+
+
+class AuthOutcome(enum.Enum):
+    """Result of the CustomAuthenticationHandler."""
+
+    ANONYMOUS = "anonymous"  # NoResult: no token
+    AUTHENTICATED = "authenticated"  # Success
+    FAILED = "failed"  # Fail: unknown token or disabled user
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated caller: a user token or an API key."""
+
+    token: str
+    user: User | None
+    is_api_key: bool
+    client: str | None
+    device: str | None
+    device_id: str | None
+    version: str | None
+
+    @property
+    def is_administrator(self) -> bool:
+        """Role claim ``Administrator``: API keys and admin users."""
+        return self.is_api_key or (self.user is not None and self.user.is_administrator)
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """Authentication outcome plus, on success, the identity."""
+
+    outcome: AuthOutcome
+    identity: Identity | None = None
+    failure: str | None = None
+
+
+def authenticate(state: StandinState, credentials: Credentials) -> AuthResult:
+    """Resolve a token like AuthService: login tokens first, then API keys; disabled fails."""
+    if not credentials.has_token or credentials.token is None:
+        return AuthResult(AuthOutcome.ANONYMOUS)
+    token = credentials.token
+    if token in state.tokens:
+        user = state.users.get(state.tokens[token])
+        device = state.devices.get(token)
+        identity = Identity(
+            token=token,
+            user=user,
+            is_api_key=False,
+            client=credentials.client or (device.app_name if device else None),
+            device=credentials.device or (device.device_name if device else None),
+            device_id=credentials.device_id or (device.device_id if device else None),
+            version=credentials.version or (device.app_version if device else None),
+        )
+        if user is not None and user.is_disabled:
+            return AuthResult(AuthOutcome.FAILED, failure="User account has been disabled.")
+        return AuthResult(AuthOutcome.AUTHENTICATED, identity)
+    if token in state.api_keys:
+        identity = Identity(
+            token=token,
+            user=None,
+            is_api_key=True,
+            client=state.api_keys[token],
+            device=credentials.device or state.server_name,
+            device_id=credentials.device_id or state.server_id,
+            version=credentials.version or state.version,
+        )
+        return AuthResult(AuthOutcome.AUTHENTICATED, identity)
+    return AuthResult(AuthOutcome.FAILED, failure="Invalid token.")
+
+
+class Policy(enum.Enum):
+    """Authorization policies the routes use (``MediaBrowser.Common/Api/Policies.cs``)."""
+
+    ANONYMOUS = "anonymous"
+    AUTHENTICATED = "authenticated"  # [Authorize] (DefaultAuthorization)
+    ELEVATED = "elevated"  # RequiresElevation
+    FIRST_TIME_SETUP_OR_ELEVATED = "first_time_setup_or_elevated"
+    FIRST_TIME_SETUP_OR_IGNORE_PARENTAL_CONTROL = "first_time_setup_or_ignore_parental_control"
+
+
+def authorize(policy: Policy, auth: AuthResult, state: StandinState) -> int | None:
+    """Return 401 (challenge) or 403 (forbid) when the policy fails, else ``None``.
+
+    ASP.NET's PolicyEvaluator forbids an authenticated caller and challenges
+    everyone else; the first-time-setup policies let anyone in until the
+    startup wizard is completed.
+    """
+    if policy is Policy.ANONYMOUS:
+        return None
+    first_time = policy in (
+        Policy.FIRST_TIME_SETUP_OR_ELEVATED,
+        Policy.FIRST_TIME_SETUP_OR_IGNORE_PARENTAL_CONTROL,
+    )
+    if first_time and not state.startup_wizard_completed:
+        return None
+    if auth.outcome is not AuthOutcome.AUTHENTICATED or auth.identity is None:
+        return 401
+    needs_admin = policy in (Policy.ELEVATED, Policy.FIRST_TIME_SETUP_OR_ELEVATED)
+    if needs_admin and not auth.identity.is_administrator:
+        return 403
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Responses
+# ---------------------------------------------------------------------------
+
+
+def dotnet_camel_case(name: str) -> str:
+    """Port of ``JsonNamingPolicy.CamelCase``: lowercases the leading capital run."""
+    if not name or not name[0].isupper():
+        return name
+    chars = list(name)
+    for i in range(len(chars)):
+        if i == 1 and not chars[i].isupper():
+            break
+        has_next = i + 1 < len(chars)
+        if i > 0 and has_next and not chars[i + 1].isupper():
+            if chars[i + 1] == " ":
+                chars[i] = chars[i].lower()
+            break
+        chars[i] = chars[i].lower()
+    return "".join(chars)
+
+
+def _prepare_json(value: Any, camel: bool) -> Any:
+    """Drop null properties (``WhenWritingNull``) and apply the naming policy, recursively."""
+    if isinstance(value, dict):
+        return {
+            (dotnet_camel_case(k) if camel else k): _prepare_json(v, camel)
+            for k, v in value.items()
+            if v is not None
+        }
+    if isinstance(value, (list, tuple)):
+        return [_prepare_json(v, camel) for v in value]
+    return value
+
+
+def _media_type_params(item: str) -> tuple[str, dict[str, str]]:
+    """Split one Accept entry into a lowercased media type and lowercased-name params."""
+    media_type, *raw_params = (p.strip() for p in item.split(";"))
+    params: dict[str, str] = {}
+    for raw in raw_params:
+        name, _, val = raw.partition("=")
+        params[name.strip().lower()] = val.strip().strip('"')
+    return media_type.lower(), params
+
+
+def wants_camel_case(accept: str | None) -> bool:
+    """Pick the output formatter as MVC would: CamelCase only when the best match asks for it."""
+    if not accept:
+        return False
+    entries: list[tuple[float, int, str, dict[str, str]]] = []
+    for item in accept.split(","):
+        if not item.strip():
+            continue
+        media_type, params = _media_type_params(item)
+        try:
+            quality = float(params.pop("q", "1"))
+        except ValueError:
+            quality = 1.0
+        specificity = 0 if media_type == "*/*" else 1 if media_type.endswith("/*") else 2
+        entries.append((quality, specificity, media_type, params))
+    entries.sort(key=lambda e: (-e[0], -e[1]))  # stable: ties keep header order
+    for quality, _, media_type, params in entries:
+        if quality <= 0:
+            continue
+        profile = params.get("profile", "").lower()
+        if media_type == "application/json" and profile == "camelcase":
+            return True
+        if media_type in ("application/json", "application/*", "*/*") and profile in ("", "pascalcase"):
+            return False
+    return False
+
+
+def empty_response(status: int, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A bodiless response (policy 401/403, 404, 204 …): ``Content-Length: 0``, no type."""
+    return web.Response(status=status, headers=dict(headers or {}))
+
+
+def text_response(text: str, status: int = 200, content_type: str = TEXT_PLAIN) -> web.Response:
+    """Plain text exactly as ASP.NET writes it: ``text/plain`` without a charset."""
+    return web.Response(status=status, body=text.encode("utf-8"), headers={"Content-Type": content_type})
+
+
+def error_response(status: int) -> web.Response:
+    """ExceptionMiddleware's answer to ArgumentException/Authentication/SecurityException."""
+    return text_response(GENERIC_ERROR_BODY, status)
+
+
+def json_response(payload: Any, *, camel: bool = False, status: int = 200) -> web.Response:
+    """Serialise like Jellyfin: compact JSON, nulls omitted, PascalCase unless camel profile."""
+    body = json.dumps(_prepare_json(payload, camel), separators=(",", ":"))
+    return web.Response(
+        status=status,
+        body=body.encode("utf-8"),
+        headers={"Content-Type": CAMEL_JSON_CONTENT_TYPE if camel else JSON_CONTENT_TYPE},
+    )
+
+
+def _trace_id() -> str:
+    """A W3C trace id like the ``traceId`` ASP.NET adds to ProblemDetails."""
+    return f"00-{new_guid()}-{secrets.token_hex(8)}-00"
+
+
+def problem_response(
+    status: int, title: str, type_: str, errors: Mapping[str, list[str]] | None = None
+) -> web.Response:
+    """RFC 9110 ProblemDetails as ``[ApiController]`` produces for BadRequest() and model errors."""
+    problem: dict[str, Any] = {"type": type_, "title": title, "status": status}
+    if errors is not None:
+        problem["errors"] = dict(errors)
+    problem["traceId"] = _trace_id()
+    return web.Response(
+        status=status,
+        body=json.dumps(problem, separators=(",", ":")).encode("utf-8"),
+        headers={"Content-Type": PROBLEM_CONTENT_TYPE},
+    )
+
+
+def bad_request_problem() -> web.Response:
+    """``return BadRequest();`` from a controller."""
+    return problem_response(400, "Bad Request", "https://tools.ietf.org/html/rfc9110#section-15.5.1")
+
+
+def validation_problem(errors: Mapping[str, list[str]]) -> web.Response:
+    """Automatic 400 for an invalid or missing ``[FromBody]`` model."""
+    return problem_response(
+        400,
+        "One or more validation errors occurred.",
+        "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+        errors,
+    )
+
+
+def unsupported_media_type_problem() -> web.Response:
+    """415 for a ``[FromBody]`` request whose Content-Type no JSON input formatter reads."""
+    return problem_response(
+        415, "Unsupported Media Type", "https://tools.ietf.org/html/rfc9110#section-15.5.16"
+    )
+
+
+def redirect_response(location: str, status: int = 302) -> web.Response:
+    """``Response.Redirect``: status, Location, empty body."""
+    return web.Response(status=status, headers={"Location": location})
+
+
+def dotnet_relative_uri(from_path: str, to_path: str) -> str:
+    """Port of ``Uri.MakeRelativeUri`` path difference (same scheme, host and port).
+
+    BaseUrlRedirectionMiddleware builds its Location this way, so the header
+    is relative (``web/``, ``jf/web/``, ``../jf/web/``), not an absolute path.
+    """
+    i = 0
+    si = -1
+    while i < len(from_path) and i < len(to_path):
+        if from_path[i] != to_path[i]:
+            break
+        if from_path[i] == "/":
+            si = i
+        i += 1
+    if i == 0:
+        return to_path
+    if i == len(from_path) and i == len(to_path):
+        return ""
+    rel = "../" * from_path[i:].count("/")
+    if not rel and len(to_path) - 1 == si:
+        return "./"
+    return rel + to_path[si + 1 :]
+
+
+# ---------------------------------------------------------------------------
+# Routing
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class RequestContext:
+    """Everything a route handler needs about the current request."""
+
+    request: web.Request
+    state: StandinState
+    base_url: str
+    path: str
+    params: dict[str, str]
+    credentials: Credentials
+    auth: AuthResult
+    camel: bool
+    record: RequestRecord
+
+    async def read_body(self) -> bytes:
+        """Read the body once and keep it on the request record."""
+        if self.record.body is None:
+            self.record.body = await self.request.read()
+        return self.record.body
+
+    def json(self, payload: Any, status: int = 200) -> web.Response:
+        """JSON in the profile the client asked for."""
+        return json_response(payload, camel=self.camel, status=status)
+
+
+Handler = Callable[[RequestContext], Awaitable[web.StreamResponse]]
+
+
+def _compile_template(template: str) -> re.Pattern[str]:
+    """Turn ``/Videos/{itemId}/stream.{container}`` into a case-insensitive regex.
+
+    ASP.NET route matching ignores case and tolerates one trailing slash.
+    """
+    pattern = ""
+    for literal, name in re.findall(r"([^{]*)(?:\{(\w+)\})?", template):
+        pattern += re.escape(literal)
+        if name:
+            pattern += f"(?P<{name}>[^/]+?)"
+    return re.compile(f"^{pattern}/?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: methods (``*`` = any), path template, policy and handler."""
+
+    methods: frozenset[str]
+    template: str
+    policy: Policy
+    handler: Handler
+    regex: re.Pattern[str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regex", _compile_template(self.template))
+
+    def allows(self, method: str) -> bool:
+        """Whether this route answers ``method``."""
+        return "*" in self.methods or method in self.methods
+
+
+def route(methods: str, template: str, policy: Policy, handler: Handler) -> Route:
+    """Shorthand for a table row: ``route("GET,HEAD", "/x", Policy.ANONYMOUS, handler)``."""
+    return Route(frozenset(m.strip().upper() for m in methods.split(",")), template, policy, handler)
+
+
+ROUTES: web.AppKey[list[Route]] = web.AppKey("jellyfin_standin_routes", list)
+BASE_URL: web.AppKey[str] = web.AppKey("jellyfin_standin_base_url", str)
+
+
+# ---------------------------------------------------------------------------
+# DTOs
+# ---------------------------------------------------------------------------
+
+
+def public_system_info(ctx: RequestContext) -> dict[str, Any]:
+    """``PublicSystemInfo``; LocalAddress from the request (EnablePublishedServerUriByRequest)."""
+    request = ctx.request
+    return {
+        "LocalAddress": f"{request.scheme}://{request.host}{ctx.base_url}",
+        "ServerName": ctx.state.server_name,
+        "Version": ctx.state.version,
+        "ProductName": PRODUCT_NAME,
+        "OperatingSystem": "",
+        "Id": ctx.state.server_id,
+        "StartupWizardCompleted": ctx.state.startup_wizard_completed,
+    }
+
+
+def system_info(ctx: RequestContext) -> dict[str, Any]:
+    """``SystemInfo``: the public fields plus paths and capabilities."""
+    info = public_system_info(ctx)
+    info.update(
+        {
+            "OperatingSystemDisplayName": "",
+            "HasPendingRestart": False,
+            "IsShuttingDown": False,
+            "SupportsLibraryMonitor": True,
+            "WebSocketPortNumber": 8096,
+            "CompletedInstallations": [],
+            "CanSelfRestart": True,
+            "CanLaunchWebBrowser": False,
+            "ProgramDataPath": "/config",
+            "WebPath": "/jellyfin/jellyfin-web",
+            "ItemsByNamePath": "/config/metadata",
+            "CachePath": "/cache",
+            "LogPath": "/config/log",
+            "InternalMetadataPath": "/config/metadata",
+            "TranscodingTempPath": "/cache/transcodes",
+            "CastReceiverApplications": [
+                {"Id": "F007D354", "Name": "Stable"},
+                {"Id": "6F511C87", "Name": "Unstable"},
+            ],
+            "HasUpdateAvailable": False,
+            "EncoderLocation": "System",
+            "SystemArchitecture": "X64",
+        }
+    )
+    return info
+
+
+def user_dto(state: StandinState, user: User) -> dict[str, Any]:
+    """``UserManager.GetUserDto`` with default configuration and policy values."""
+    has_password = bool(user.password)
+    admin = user.is_administrator
+    return {
+        "Name": user.name,
+        "ServerId": state.server_id,
+        "Id": user.id,
+        "HasPassword": has_password,
+        "HasConfiguredPassword": has_password,
+        "HasConfiguredEasyPassword": False,
+        "EnableAutoLogin": False,
+        "LastLoginDate": dotnet_datetime(user.last_login_date) if user.last_login_date else None,
+        "LastActivityDate": (dotnet_datetime(user.last_activity_date) if user.last_activity_date else None),
+        "Configuration": {
+            "PlayDefaultAudioTrack": True,
+            "SubtitleLanguagePreference": "",
+            "DisplayMissingEpisodes": False,
+            "GroupedFolders": [],
+            "SubtitleMode": "Default",
+            "DisplayCollectionsView": False,
+            "EnableLocalPassword": False,
+            "OrderedViews": [],
+            "LatestItemsExcludes": [],
+            "MyMediaExcludes": [],
+            "HidePlayedInLatest": True,
+            "RememberAudioSelections": True,
+            "RememberSubtitleSelections": True,
+            "EnableNextEpisodeAutoPlay": True,
+            "CastReceiverId": "F007D354",
+        },
+        "Policy": {
+            "IsAdministrator": admin,
+            "IsHidden": user.is_hidden,
+            "EnableCollectionManagement": admin,
+            "EnableSubtitleManagement": admin,
+            "EnableLyricManagement": admin,
+            "IsDisabled": user.is_disabled,
+            "BlockedTags": [],
+            "AllowedTags": [],
+            "EnableUserPreferenceAccess": True,
+            "AccessSchedules": [],
+            "BlockUnratedItems": [],
+            "EnableRemoteControlOfOtherUsers": admin,
+            "EnableSharedDeviceControl": True,
+            "EnableRemoteAccess": True,
+            "EnableLiveTvManagement": admin,
+            "EnableLiveTvAccess": True,
+            "EnableMediaPlayback": True,
+            "EnableAudioPlaybackTranscoding": True,
+            "EnableVideoPlaybackTranscoding": True,
+            "EnablePlaybackRemuxing": True,
+            "ForceRemoteSourceTranscoding": False,
+            "EnableContentDeletion": admin,
+            "EnableContentDeletionFromFolders": [],
+            "EnableContentDownloading": True,
+            "EnableSyncTranscoding": True,
+            "EnableMediaConversion": True,
+            "EnabledDevices": [],
+            "EnableAllDevices": True,
+            "EnabledChannels": [],
+            "EnableAllChannels": True,
+            "EnabledFolders": [],
+            "EnableAllFolders": True,
+            "InvalidLoginAttemptCount": 0,
+            "LoginAttemptsBeforeLockout": -1,
+            "MaxActiveSessions": 0,
+            "EnablePublicSharing": True,
+            "BlockedMediaFolders": [],
+            "BlockedChannels": [],
+            "RemoteClientBitrateLimit": 0,
+            "AuthenticationProviderId": DEFAULT_AUTH_PROVIDER_ID,
+            "PasswordResetProviderId": DEFAULT_PASSWORD_RESET_PROVIDER_ID,
+            "SyncPlayAccess": "CreateAndJoinGroups",
+        },
+    }
+
+
+def session_info_dto(ctx: RequestContext, user: User, device: Device) -> dict[str, Any]:
+    """``SessionInfoDto`` for a fresh session; Id is md5(App+DeviceId) like SessionManager."""
+    key = (device.app_name + device.device_id).encode("utf-16-le")
+    now = dotnet_datetime(datetime.now(UTC))
+    return {
+        "PlayState": {
+            "CanSeek": False,
+            "IsPaused": False,
+            "IsMuted": False,
+            "RepeatMode": "RepeatNone",
+            "PlaybackOrder": "Default",
+        },
+        "AdditionalUsers": [],
+        "Capabilities": {
+            "PlayableMediaTypes": [],
+            "SupportedCommands": [],
+            "SupportsMediaControl": False,
+            "SupportsPersistentIdentifier": True,
+        },
+        "RemoteEndPoint": ctx.request.remote,
+        "PlayableMediaTypes": [],
+        "Id": hashlib.md5(key, usedforsecurity=False).hexdigest(),
+        "UserId": user.id,
+        "UserName": user.name,
+        "Client": device.app_name,
+        "LastActivityDate": now,
+        "LastPlaybackCheckIn": MIN_DATE,
+        "DeviceName": device.device_name,
+        "DeviceId": device.device_id,
+        "ApplicationVersion": device.app_version,
+        "IsActive": True,
+        "SupportsMediaControl": False,
+        "SupportsRemoteControl": False,
+        "NowPlayingQueue": [],
+        "NowPlayingQueueFullItems": [],
+        "HasCustomDeviceName": False,
+        "ServerId": ctx.state.server_id,
+        "SupportedCommands": [],
+    }
+
+
+def virtual_folder_dto(library: Library) -> dict[str, Any]:
+    """``VirtualFolderInfo`` with ``LibraryOptions`` defaults of 10.11."""
+    return {
+        "Name": library.name,
+        "Locations": list(library.locations),
+        "CollectionType": library.collection_type,
+        "LibraryOptions": {
+            "Enabled": True,
+            "EnablePhotos": True,
+            "EnableRealtimeMonitor": library.enable_realtime_monitor,
+            "EnableLUFSScan": True,
+            "EnableChapterImageExtraction": False,
+            "ExtractChapterImagesDuringLibraryScan": False,
+            "EnableTrickplayImageExtraction": False,
+            "ExtractTrickplayImagesDuringLibraryScan": False,
+            "PathInfos": [{"Path": path} for path in library.locations],
+            "SaveLocalMetadata": False,
+            "EnableInternetProviders": False,
+            "EnableAutomaticSeriesGrouping": True,
+            "EnableEmbeddedTitles": False,
+            "EnableEmbeddedExtrasTitles": False,
+            "EnableEmbeddedEpisodeInfos": False,
+            "AutomaticRefreshIntervalDays": 0,
+            "SeasonZeroDisplayName": "Specials",
+            "DisabledLocalMetadataReaders": [],
+            "DisabledSubtitleFetchers": [],
+            "SubtitleFetcherOrder": [],
+            "DisabledMediaSegmentProviders": [],
+            "MediaSegmentProviderOrder": [],
+            "SkipSubtitlesIfEmbeddedSubtitlesPresent": False,
+            "SkipSubtitlesIfAudioTrackMatches": True,
+            "RequirePerfectSubtitleMatch": True,
+            "SaveSubtitlesWithMedia": True,
+            "SaveLyricsWithMedia": False,
+            "SaveTrickplayWithMedia": False,
+            "DisabledLyricFetchers": [],
+            "LyricFetcherOrder": [],
+            "PreferNonstandardArtistsTag": False,
+            "UseCustomTagDelimiters": False,
+            "CustomTagDelimiters": ["/", "|", ";", "\\"],
+            "DelimiterWhitelist": [],
+            "AutomaticallyAddToCollection": False,
+            "AllowEmbeddedSubtitles": "AllowAll",
+            "TypeOptions": [],
+        },
+        "ItemId": library.item_id,
+        "PrimaryImageItemId": library.primary_image_item_id,
+        "RefreshProgress": library.refresh_progress,
+        "RefreshStatus": library.refresh_status,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Body binding ([FromBody, Required])
+# ---------------------------------------------------------------------------
+
+
+def _is_json_content_type(content_type: str | None) -> bool:
+    """What SystemTextJsonInputFormatter reads: application/json, text/json, application/*+json."""
+    if not content_type:
+        return False
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type in ("application/json", "text/json") or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+def _ci_get(obj: Mapping[str, Any], name: str) -> Any:
+    """Case-insensitive property lookup; last duplicate wins like System.Text.Json."""
+    found: Any = None
+    for key, value in obj.items():
+        if key.lower() == name.lower():
+            found = value
+    return found
+
+
+async def read_json_body(ctx: RequestContext, parameter: str) -> Any | web.Response:
+    """Bind a required JSON body, or return the response MVC would send instead."""
+    if not _is_json_content_type(ctx.request.headers.get("Content-Type")):
+        return unsupported_media_type_problem()
+    raw = await ctx.read_body()
+    if not raw.strip():
+        return validation_problem(
+            {
+                "": ["A non-empty request body is required."],
+                parameter: [f"The {parameter} field is required."],
+            }
+        )
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return validation_problem({"$": [f"The JSON value could not be converted: {exc}"]})
+
+
+# ---------------------------------------------------------------------------
+# Handlers
+# ---------------------------------------------------------------------------
+
+
+async def get_public_system_info(ctx: RequestContext) -> web.StreamResponse:
+    """``GET /System/Info/Public``: anonymous discovery."""
+    return ctx.json(public_system_info(ctx))
+
+
+async def get_system_info(ctx: RequestContext) -> web.StreamResponse:
+    """``GET /System/Info``: clients use it to validate a saved token."""
+    return ctx.json(system_info(ctx))
+
+
+async def ping_system(ctx: RequestContext) -> web.StreamResponse:
+    """``GET|POST /System/Ping``: the application name as a JSON string."""
+    return ctx.json(PRODUCT_NAME)
+
+
+async def authenticate_by_name(ctx: RequestContext) -> web.StreamResponse:
+    """``POST /Users/AuthenticateByName``: SessionManager.AuthenticateNewSession."""
+    body = await read_json_body(ctx, "request")
+    if isinstance(body, web.Response):
+        return body
+    if not isinstance(body, dict):
+        return validation_problem({"$": ["The JSON value could not be converted."]})
+    username = _ci_get(body, "Username")
+    password = _ci_get(body, "Pw")
+    if not isinstance(username, (str, type(None))) or not isinstance(password, (str, type(None))):
+        return validation_problem({"$": ["The JSON value could not be converted to System.String."]})
+
+    # Client fields come from the Authorization header, or from the token's device.
+    client, device_name, device_id, version = (
+        ctx.credentials.client,
+        ctx.credentials.device,
+        ctx.credentials.device_id,
+        ctx.credentials.version,
+    )
+    identity = ctx.auth.identity
+    if identity is not None:
+        client = client or identity.client
+        device_name = device_name or identity.device
+        device_id = device_id or identity.device_id
+        version = version or identity.version
+    if not client or not device_id or not device_name or not version:
+        logger.info("login refused: missing client fields")
+        return error_response(400)
+    if username is None or not username.strip():
+        return error_response(400)
+
+    state = ctx.state
+    user = state.find_user_by_name(username)
+    if user is None:
+        return error_response(401)
+    if user.is_disabled:  # checked before the password, as UserManager does
+        return error_response(403)
+    if (password or "") != user.password:
+        return error_response(401)
+
+    for token, device in list(state.devices.items()):
+        if device.user_id == user.id and device.device_id == device_id:
+            state.revoke_token(token)
+    token = new_guid()
+    device = Device(
+        access_token=token,
+        user_id=user.id,
+        app_name=client,
+        app_version=version,
+        device_name=device_name,
+        device_id=device_id,
+    )
+    state.tokens[token] = user.id
+    state.devices[token] = device
+    user.last_login_date = user.last_activity_date = datetime.now(UTC)
+    logger.info("login of %s from device %s", user.name, device_id)
+    return ctx.json(
+        {
+            "User": user_dto(state, user),
+            "SessionInfo": session_info_dto(ctx, user, device),
+            "AccessToken": token,
+            "ServerId": state.server_id,
+        }
+    )
+
+
+async def get_current_user(ctx: RequestContext) -> web.StreamResponse:
+    """``GET /Users/Me``: 400 ProblemDetails for API keys (no user id)."""
+    identity = ctx.auth.identity
+    if identity is None or identity.user is None:
+        return bad_request_problem()
+    return ctx.json(user_dto(ctx.state, identity.user))
+
+
+async def get_user_by_id(ctx: RequestContext) -> web.StreamResponse:
+    """``GET /Users/{userId}`` (UserController.GetUserById): 404 for an unknown id."""
+    user = ctx.state.users.get(ctx.params["userId"].replace("-", "").lower())
+    if user is None:
+        return text_response("User not found", status=404)
+    return ctx.json(user_dto(ctx.state, user))
+
+
+async def get_public_users(ctx: RequestContext) -> web.StreamResponse:
+    """``GET /Users/Public``: users neither hidden nor disabled."""
+    users = [
+        user_dto(ctx.state, u) for u in ctx.state.users.values() if not u.is_hidden and not u.is_disabled
+    ]
+    return ctx.json(users)
+
+
+async def logout(ctx: RequestContext) -> web.StreamResponse:
+    """``POST /Sessions/Logout``: revoke the presented token."""
+    if ctx.auth.identity is not None:
+        ctx.state.revoke_token(ctx.auth.identity.token)
+    return empty_response(204)
+
+
+async def quick_connect_enabled(ctx: RequestContext) -> web.StreamResponse:
+    """``GET /QuickConnect/Enabled``: a bare JSON boolean."""
+    return ctx.json(ctx.state.quick_connect_enabled)
+
+
+async def branding_configuration(ctx: RequestContext) -> web.StreamResponse:
+    """``GET /Branding/Configuration``: anonymous, read by the login page."""
+    return ctx.json({"LoginDisclaimer": "", "CustomCss": "", "SplashscreenEnabled": False})
+
+
+async def auth_providers(ctx: RequestContext) -> web.StreamResponse:
+    """``GET /Auth/Providers``: the preferred elevation probe."""
+    return ctx.json([{"Name": "Default", "Id": DEFAULT_AUTH_PROVIDER_ID}])
+
+
+async def auth_keys(ctx: RequestContext) -> web.StreamResponse:
+    """``GET /Auth/Keys``: every API key (AuthenticationManager.GetApiKeys)."""
+    items = [
+        {
+            "Id": 0,
+            "AccessToken": key,
+            "DeviceId": "",
+            "AppName": name,
+            "AppVersion": "",
+            "DeviceName": "",
+            "UserId": EMPTY_GUID,
+            "IsActive": False,
+            "DateCreated": dotnet_datetime(ctx.state.api_key_created.get(key, datetime.now(UTC))),
+            "DateLastActivity": MIN_DATE,
+        }
+        for key, name in ctx.state.api_keys.items()
+    ]
+    return ctx.json({"Items": items, "TotalRecordCount": len(items), "StartIndex": 0})
+
+
+async def refresh_library(ctx: RequestContext) -> web.StreamResponse:
+    """``POST /Library/Refresh``: queues a scan and answers 204 at once."""
+    ctx.state.library_refreshes += 1
+    return empty_response(204)
+
+
+async def virtual_folders(ctx: RequestContext) -> web.StreamResponse:
+    """``GET /Library/VirtualFolders``."""
+    return ctx.json([virtual_folder_dto(lib) for lib in ctx.state.libraries])
+
+
+async def media_updated(ctx: RequestContext) -> web.StreamResponse:
+    """``POST /Library/Media/Updated``: each path goes to the library monitor, in order.
+
+    Paths before a null/empty one are still reported, then ArgumentException
+    gives 400 text/plain, as in LibraryController.PostUpdatedMedia.
+    """
+    body = await read_json_body(ctx, "dto")
+    if isinstance(body, web.Response):
+        return body
+    if not isinstance(body, dict):
+        return validation_problem({"$": ["The JSON value could not be converted."]})
+    updates = _ci_get(body, "Updates") if any(k.lower() == "updates" for k in body) else []
+    if updates is None:
+        return error_response(500)  # NullReferenceException in the foreach
+    if not isinstance(updates, list):
+        return validation_problem({"$.Updates": ["The JSON value could not be converted."]})
+    parsed: list[tuple[Any, Any]] = []
+    for entry in updates:
+        if entry is None:
+            parsed.append((None, None))
+            continue
+        if not isinstance(entry, dict):
+            return validation_problem({"$.Updates": ["The JSON value could not be converted."]})
+        path, update_type = _ci_get(entry, "Path"), _ci_get(entry, "UpdateType")
+        if not isinstance(path, (str, type(None))) or not isinstance(update_type, (str, type(None))):
+            return validation_problem({"$.Updates": ["The JSON value could not be converted."]})
+        parsed.append((path, update_type))
+    for i, (path, update_type) in enumerate(parsed):
+        if updates[i] is None:
+            return error_response(500)
+        if not path:
+            return error_response(400)
+        ctx.state.media_updates.append(MediaUpdate(path, update_type))
+    return empty_response(204)
+
+
+async def health(ctx: RequestContext) -> web.StreamResponse:
+    """``/health`` (MapHealthChecks): plain ``Healthy`` with no-cache headers."""
+    response = text_response("Healthy")
+    response.headers["Cache-Control"] = "no-store, no-cache"
+    response.headers["Pragma"] = "no-cache"
+    response.headers["Expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
+    return response
+
+
+async def web_root(ctx: RequestContext) -> web.StreamResponse:
+    """``/web`` → 301 to ``/web/`` (DefaultFiles); ``/web/`` serves a stub index.html."""
+    if not ctx.path.endswith("/"):
+        query = ctx.request.query_string
+        location = f"{ctx.base_url}{ctx.path}/" + (f"?{query}" if query else "")
+        return redirect_response(quote(location, safe="/?&=%"), status=301)
+    return await web_index(ctx)
+
+
+async def web_index(ctx: RequestContext) -> web.StreamResponse:
+    """A stub of the web client's index.html, so redirects can be followed."""
+    html = "<!DOCTYPE html><html><head><title>Jellyfin</title></head><body></body></html>"
+    response = text_response(html, content_type="text/html")
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+# -- static streaming --------------------------------------------------------
+
+
+_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+
+def _http_date(value: str | None) -> datetime | None:
+    """Parse an HTTP date header, ``None`` if absent or malformed."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _etag_list(value: str) -> list[str]:
+    """Split an If-Match/If-None-Match list into entity tags."""
+    return [tag.strip() for tag in value.split(",") if tag.strip()]
+
+
+def _weak_equal(a: str, b: str) -> bool:
+    """Weak comparison: ignore a ``W/`` prefix."""
+    return a.removeprefix("W/") == b.removeprefix("W/")
+
+
+def parse_byte_range(header: str, length: int) -> tuple[int, int] | bool | None:
+    """ASP.NET RangeHelper for one range.
+
+    Returns ``(start, end)`` inclusive, ``None`` when unsatisfiable (416), or
+    ``False`` when the header must be ignored (syntax error, several ranges).
+    """
+    if "," in header:
+        return False
+    match = _RANGE_RE.match(header)
+    if not match or (not match.group(1) and not match.group(2)):
+        return False
+    first, last = match.group(1), match.group(2)
+    if first:
+        start = int(first)
+        end = int(last) if last else length - 1
+        if last and end < start:
+            return False
+        if start >= length:
+            return None
+        return start, min(end, length - 1)
+    suffix = int(last)
+    if suffix == 0 or length == 0:
+        return None
+    return max(length - suffix, 0), length - 1
+
+
+async def video_stream(ctx: RequestContext) -> web.StreamResponse:
+    """``GET|HEAD /Videos/{itemId}/stream[.{container}]``: a static file with ranges.
+
+    Mirrors ``PhysicalFileResult { EnableRangeProcessing = true }``: conditional
+    headers first (412/304), then a single byte range (206/416); multiple or
+    malformed ranges are ignored (200 full body).
+    """
+    request, state = ctx.request, ctx.state
+    data = state.media
+    length = len(data)
+    etag = state.media_etag
+    last_modified = state.media_last_modified.replace(microsecond=0)
+    container = ctx.params.get("container", "mp4").lower()
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": etag,
+        "Last-Modified": format_datetime(last_modified, usegmt=True),
+    }
+
+    if_match = request.headers.get("If-Match")
+    if if_match and "*" not in if_match and etag not in _etag_list(if_match):
+        return empty_response(412, headers)
+    unmodified_since = _http_date(request.headers.get("If-Unmodified-Since"))
+    if unmodified_since and last_modified > unmodified_since:
+        return empty_response(412, headers)
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match:
+        tags = _etag_list(if_none_match)
+        if "*" in tags or any(_weak_equal(tag, etag) for tag in tags):
+            return empty_response(304, headers)
+    else:
+        modified_since = _http_date(request.headers.get("If-Modified-Since"))
+        if modified_since and last_modified <= modified_since:
+            return empty_response(304, headers)
+
+    headers["Content-Type"] = VIDEO_CONTENT_TYPES.get(container, "video/mp4")
+    range_header = request.headers.get("Range")
+    if range_header is not None:
+        if_range = request.headers.get("If-Range")
+        if if_range:
+            if if_range.strip().startswith(('"', "W/")):
+                honour = if_range.strip() == etag
+            else:
+                date = _http_date(if_range)
+                honour = date is not None and last_modified <= date
+            if not honour:
+                range_header = None
+    if range_header is not None:
+        byte_range = parse_byte_range(range_header, length)
+        if byte_range is None:
+            headers["Content-Range"] = f"bytes */{length}"
+            del headers["Content-Type"]
+            return empty_response(416, headers)
+        if byte_range is not False:
+            assert isinstance(byte_range, tuple)
+            start, end = byte_range
+            headers["Content-Range"] = f"bytes {start}-{end}/{length}"
+            return web.Response(status=206, body=data[start : end + 1], headers=headers)
+    return web.Response(status=200, body=data, headers=headers)
+
+
+# -- WebSocket ---------------------------------------------------------------
+
+
+def _close_code_to_echo(code: Any) -> int:
+    """The code to answer a client's Close with: its own, if it may be sent on the wire."""
+    if (
+        isinstance(code, int)
+        and (1000 <= code <= 1014 or 3000 <= code <= 4999)
+        and code
+        not in (
+            1004,
+            1005,
+            1006,
+        )
+    ):
+        return code
+    return int(WSCloseCode.OK)
+
+
+async def websocket_session(ctx: RequestContext) -> web.StreamResponse:
+    """WebSocketManager.WebSocketRequestHandler: authenticate, accept, keep alive, echo.
+
+    Refusal is a 403 text/plain response, never a 101.  After the upgrade the
+    server sends ForceKeepAlive (Data 60), answers KeepAlive with KeepAlive,
+    echoes other text as ``Echo`` and binary frames verbatim (test convenience),
+    and answers a client Close with the same code.
+    """
+    request, state = ctx.request, ctx.state
+    record = WebSocketRecord(
+        path=ctx.path,
+        query_string=request.query_string,
+        authorization=request.headers.get("Authorization"),
+    )
+    state.websockets.append(record)
+    identity = ctx.auth.identity
+    if ctx.auth.outcome is not AuthOutcome.AUTHENTICATED or identity is None:
+        logger.info("websocket refused (%s)", ctx.auth.failure or "no token")
+        return text_response(WEBSOCKET_REFUSAL_BODY, 403)
+
+    ws = web.WebSocketResponse(autoclose=False, autoping=True)
+    await ws.prepare(request)
+    record.accepted = True
+    record.user_id = identity.user.id if identity.user else None
+    record.is_api_key = identity.is_api_key
+    state.live_sockets.add(ws)
+    try:
+        await ws.send_str(outbound_message("ForceKeepAlive", KEEPALIVE_SECONDS))
+        while True:
+            msg = await ws.receive()
+            if msg.type is WSMsgType.TEXT:
+                text: str = msg.data
+                record.received.append(text)
+                await ws.send_str(_answer_text(text))
+            elif msg.type is WSMsgType.BINARY:
+                record.received.append(msg.data)
+                await ws.send_bytes(msg.data)
+            elif msg.type is WSMsgType.CLOSE:
+                record.close_code = msg.data
+                await ws.close(code=_close_code_to_echo(msg.data))
+                break
+            else:  # CLOSING, CLOSED, ERROR
+                break
+    finally:
+        state.live_sockets.discard(ws)
+    return ws
+
+
+def _answer_text(text: str) -> str:
+    """KeepAlive → KeepAlive; anything else → Echo carrying the original text."""
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError:
+        message = None
+    if isinstance(message, dict) and str(_ci_get(message, "MessageType")) == "KeepAlive":
+        return outbound_message("KeepAlive")
+    return outbound_message("Echo", text)
+
+
+def _is_websocket_request(request: web.Request) -> bool:
+    """``HttpContext.WebSockets.IsWebSocketRequest``: a valid GET upgrade handshake."""
+    if request.method != "GET":
+        return False
+    if "websocket" not in request.headers.get("Upgrade", "").lower():
+        return False
+    return bool(web.WebSocketResponse().can_prepare(request).ok)
+
+
+# ---------------------------------------------------------------------------
+# The route table
+# ---------------------------------------------------------------------------
+
+DEFAULT_ROUTES: tuple[Route, ...] = (
+    route("GET", "/System/Info/Public", Policy.ANONYMOUS, get_public_system_info),
+    route("GET", "/System/Info", Policy.FIRST_TIME_SETUP_OR_IGNORE_PARENTAL_CONTROL, get_system_info),
+    route("GET,POST", "/System/Ping", Policy.ANONYMOUS, ping_system),
+    route("POST", "/Users/AuthenticateByName", Policy.ANONYMOUS, authenticate_by_name),
+    route("GET", "/Users/Me", Policy.AUTHENTICATED, get_current_user),
+    route("GET", "/Users/Public", Policy.ANONYMOUS, get_public_users),
+    route("GET", "/Users/{userId}", Policy.AUTHENTICATED, get_user_by_id),
+    route("POST", "/Sessions/Logout", Policy.AUTHENTICATED, logout),
+    route("GET", "/QuickConnect/Enabled", Policy.ANONYMOUS, quick_connect_enabled),
+    route("GET", "/Branding/Configuration", Policy.ANONYMOUS, branding_configuration),
+    route("GET", "/Auth/Providers", Policy.ELEVATED, auth_providers),
+    route("GET", "/Auth/Keys", Policy.ELEVATED, auth_keys),
+    route("POST", "/Library/Refresh", Policy.ELEVATED, refresh_library),
+    route("GET", "/Library/VirtualFolders", Policy.FIRST_TIME_SETUP_OR_ELEVATED, virtual_folders),
+    route("POST", "/Library/Media/Updated", Policy.AUTHENTICATED, media_updated),
+    route("GET,HEAD", "/Videos/{itemId}/stream", Policy.ANONYMOUS, video_stream),
+    route("GET,HEAD", "/Videos/{itemId}/stream.{container}", Policy.ANONYMOUS, video_stream),
+    route("*", "/health", Policy.ANONYMOUS, health),
+    route("GET,HEAD", "/web", Policy.ANONYMOUS, web_root),
+    route("GET,HEAD", "/web/index.html", Policy.ANONYMOUS, web_index),
+)
+
+
+# ---------------------------------------------------------------------------
+# Dispatcher (the middleware pipeline of Jellyfin.Server/Startup.cs)
+# ---------------------------------------------------------------------------
+
+
+def _base_url_redirect(path: str, base_url: str) -> web.Response | None:
+    """BaseUrlRedirectionMiddleware: send everything outside BaseUrl to ``{BaseUrl}/web/``."""
+    lowered, base = path.lower(), base_url.lower()
+    if not (not path or lowered == base or lowered == base + "/" or not lowered.startswith(base)):
+        return None
+    if lowered in ("/health", "/health/"):
+        return redirect_response(base_url + "/health")
+    return redirect_response(quote(dotnet_relative_uri(path, base_url + "/web/"), safe="/.%"))
+
+
+def _strip_legacy_prefix(path: str) -> str:
+    """LegacyEmbyRouteRewriteMiddleware: drop a leading ``/emby`` or ``/mediabrowser``."""
+    lowered = path.lower()
+    for prefix in ("/emby", "/mediabrowser"):
+        if lowered.startswith(prefix):
+            return path[len(prefix) :]
+    return path
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    """Run one request through the stand-in's pipeline."""
+    app = request.app
+    state, base_url = app[STATE], app[BASE_URL]
+    path = request.path
+    record = RequestRecord(request.method, request.raw_path, CIMultiDict(request.headers))
+    state.requests.append(record)
+
+    redirect = _base_url_redirect(path, base_url)
+    if redirect is not None:
+        state.calls[f"{request.method} {path.lower()}"] += 1
+        return redirect
+    local = path[len(base_url) :] or "/"
+    state.calls[f"{request.method} {local.lower()}"] += 1
+    if not local.startswith("/"):  # e.g. "/jfx" under BaseUrl "/jf": Map() does not match
+        return empty_response(404)
+    local = _strip_legacy_prefix(local)
+
+    credentials = extract_credentials(
+        request.headers, request.query, legacy_authorization=state.legacy_authorization
+    )
+    auth = authenticate(state, credentials)
+    matches = [(r, m) for r in app[ROUTES] if (m := r.regex.match(local))]
+    allowed = [(r, m) for r, m in matches if r.allows(request.method)]
+    chosen = allowed[0] if allowed else None
+    ctx = RequestContext(
+        request=request,
+        state=state,
+        base_url=base_url,
+        path=local,
+        params=chosen[1].groupdict() if chosen else {},
+        credentials=credentials,
+        auth=auth,
+        camel=wants_camel_case(request.headers.get("Accept")),
+        record=record,
+    )
+    try:
+        if chosen is not None:
+            denied = authorize(chosen[0].policy, auth, state)
+            if denied is not None:
+                return empty_response(denied)
+        if _is_websocket_request(request):
+            return await websocket_session(ctx)
+        if chosen is not None:
+            return await chosen[0].handler(ctx)
+        if matches:
+            allow = sorted({m for r, _ in matches for m in r.methods if m != "*"})
+            return empty_response(405, {"Allow": ", ".join(allow)})
+        return empty_response(404)
+    except web.HTTPException:
+        raise
+    except Exception:
+        logger.exception("stand-in handler failed for %s %s", request.method, path)
+        return error_response(500)
+
+
+async def _on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Every Kestrel response names its server; aiohttp already adds ``Date``."""
+    response.headers["Server"] = "Kestrel"
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """Close open WebSockets on shutdown so test teardown does not wait for them."""
+    for ws in list(app[STATE].live_sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutdown")
+
+
+def normalize_base_url(base_url: str) -> str:
+    """NetworkConfiguration.BaseUrl: leading ``/``, no trailing ``/``; ``""`` when unset."""
+    base_url = base_url.strip().strip("/")
+    return f"/{base_url}" if base_url else ""
+
+
+def create_standin(
+    *,
+    base_url: str = "",
+    legacy_authorization: bool = True,
+    state: StandinState | None = None,
+) -> web.Application:
+    """Build the stand-in application.
+
+    Without ``state`` a fresh one is made with the default users (admin,
+    alice, disabled mallory), the ``gateway`` API key and two libraries, and
+    ``legacy_authorization`` sets ``EnableLegacyAuthorization``.  A given
+    ``state`` is used as it is (its own ``legacy_authorization`` applies), so
+    two apps can share it, e.g. to simulate a restart.
+    """
+    if state is None:
+        state = StandinState(legacy_authorization=legacy_authorization)
+    app = web.Application(client_max_size=MAX_REQUEST_BODY)
+    app[STATE] = state
+    app[BASE_URL] = normalize_base_url(base_url)
+    app[ROUTES] = list(DEFAULT_ROUTES)
+    app.router.add_route("*", "/{tail:.*}", _dispatch)
+    app.on_response_prepare.append(_on_response_prepare)
+    app.on_shutdown.append(_close_sockets)
+    return app
+
+
+__all__ = [
+    "BASE_URL",
+    "DEFAULT_ROUTES",
+    "ROUTES",
+    "STATE",
+    "AuthOutcome",
+    "AuthResult",
+    "Credentials",
+    "Device",
+    "Identity",
+    "Library",
+    "MediaUpdate",
+    "Policy",
+    "RequestContext",
+    "RequestRecord",
+    "Route",
+    "StandinState",
+    "User",
+    "WebSocketRecord",
+    "authenticate",
+    "authorize",
+    "create_standin",
+    "extract_credentials",
+    "extract_token",
+    "parse_authorization_header",
+    "parse_authorization_parts",
+    "route",
+]
