@@ -57,7 +57,9 @@ def parse_wrk(text: str) -> WrkResult:
     )
 
 
-def run_wrk(url: str, *, threads: int, connections: int, seconds: float) -> WrkResult:
+def run_wrk(
+    url: str, *, threads: int, connections: int, seconds: float, headers: dict[str, str] | None = None
+) -> WrkResult:
     argv = [
         "wrk",
         f"-t{threads}",
@@ -66,8 +68,10 @@ def run_wrk(url: str, *, threads: int, connections: int, seconds: float) -> WrkR
         "--timeout",
         "5s",
         "--latency",
-        url,
     ]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    argv.append(url)
     proc = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + 30, env=clean_env(), check=False
     )

@@ -23,7 +23,17 @@ WS_PATH = "/socket"
 
 # Exact-path JSON documents the upstream serves (path -> body). A scenario that needs another
 # Jellyfin answer (e.g. /Users/Me for the gateway's admin check) adds one entry here.
+#: The admin token the /Users/Me route below answers for (nginx ignores the token: any one works).
+ADMIN_TOKEN = "0123456789abcdef0123456789abcdef"
+USERS_ME_PATH = "/Users/Me"
+
 JSON_ROUTES: dict[str, bytes] = {
+    # What Jellyfin answers an administrator's /Users/Me with (trimmed), for the gateway's admin check.
+    USERS_ME_PATH: (
+        b'{"Name":"admin","ServerId":"0123456789abcdef0123456789abcdef",'
+        b'"Id":"fedcba9876543210fedcba9876543210","HasPassword":true,'
+        b'"Policy":{"IsAdministrator":true,"IsHidden":false,"IsDisabled":false}}'
+    ),
     SMALL_PATH: (
         b'{"LocalAddress":"http://127.0.0.1:8096","ServerName":"bench","Version":"10.11.0",'
         b'"ProductName":"Jellyfin Server","OperatingSystem":"",'

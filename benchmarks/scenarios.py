@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from clients import run_wrk, stream_parallel, ws_echo
-from nginx_conf import BIG_PATH, JSON_ROUTES, SMALL_PATH, WS_PATH
+from nginx_conf import ADMIN_TOKEN, BIG_PATH, JSON_ROUTES, SMALL_PATH, WS_PATH
 from procs import HarnessError, RssSampler, http_get, tree_rss
 
 MIB = 1024 * 1024
@@ -98,6 +98,43 @@ def small_json(via: Via, cfg: Config) -> Measurements:
     }
 
 
+TORRENT_TEST1 = "/torrent/Test1"
+
+
+def torrent_test1(via: Via, cfg: Config) -> Measurements:
+    """The gateway's own admin-only endpoint, with the elevation cache on (the default 10 s TTL).
+
+    Only the gateway serves it; its comparison is a proxied small request (json_rps) in the same run.
+    """
+    if not via.key.startswith("gateway"):
+        return {}
+    url = via.base_url + TORRENT_TEST1
+    headers = {"Authorization": f'MediaBrowser Client="bench", Token="{ADMIN_TOKEN}"'}
+    status, body = http_get(url, timeout=5, headers=headers)
+    if status != 200 or body != b'"test 1 success"':
+        raise HarnessError(f"{via.label}: GET {TORRENT_TEST1} -> {status} {body[:80]!r}")
+    run_wrk(
+        url,
+        threads=cfg.load_threads,
+        connections=cfg.load_connections,
+        seconds=cfg.warmup_seconds,
+        headers=headers,
+    )
+    res = run_wrk(
+        url,
+        threads=cfg.load_threads,
+        connections=cfg.load_connections,
+        seconds=cfg.load_seconds,
+        headers=headers,
+    )
+    return {
+        "test1_rps": res.rps,
+        "test1_p50_us": res.p50_us,
+        "test1_p99_us": res.p99_us,
+        "test1_non2xx": res.non_2xx,
+    }
+
+
 def unloaded_latency(via: Via, cfg: Config) -> Measurements:
     """One connection, one request at a time: what a single client waits for."""
     res = run_wrk(via.base_url + SMALL_PATH, threads=1, connections=1, seconds=cfg.unloaded_seconds)
@@ -148,7 +185,14 @@ def streaming(via: Via, cfg: Config) -> Measurements:
 
 # Run in this order for each path. Streaming last: it is the heaviest and measures RSS after
 # the others have warmed the proxy up.
-SCENARIOS: list[Scenario] = [check_responses, small_json, unloaded_latency, websocket_echo, streaming]
+SCENARIOS: list[Scenario] = [
+    check_responses,
+    small_json,
+    torrent_test1,
+    unloaded_latency,
+    websocket_echo,
+    streaming,
+]
 
 
 # ---------------------------------------------------------------- derived values
@@ -179,6 +223,8 @@ METRICS: list[Metric] = [
     Metric("json_rps", "small JSON req/s (64 conn)"),
     Metric("json_p50_us", "small JSON p50 µs (64 conn)"),
     Metric("json_p99_us", "small JSON p99 µs (64 conn)"),
+    Metric("test1_rps", "/torrent/Test1 req/s (admin, cached)", ratio=False),
+    Metric("test1_p50_us", "/torrent/Test1 p50 µs", ratio=False),
     Metric("idle_p50_us", "unloaded p50 µs (1 conn)"),
     Metric("added_p50_us", "unloaded p50 added µs", "{:+,.0f}", ratio=False),
     Metric("stream_mb_s", "16 streams aggregate MB/s"),
@@ -221,6 +267,11 @@ def _per_process_ratio(results: Results, num: str, den: str, key: str) -> float 
     return None if ratio is None else ratio / processes
 
 
+def _ratio_within(results: Results, via: str, num: str, den: str) -> float | None:
+    a, b = _get(results, via, num), _get(results, via, den)
+    return None if a is None or not b else a / b
+
+
 TARGETS: list[Target] = [
     Target(
         "streaming aggregate, gateway/nginx",
@@ -242,6 +293,13 @@ TARGETS: list[Target] = [
         "<=",
         200.0,
         "{:.0f} µs",
+    ),
+    Target(
+        "/torrent/Test1 req/s / proxied small-JSON req/s (gateway)",
+        lambda r: _ratio_within(r, "gateway", "test1_rps", "json_rps"),
+        ">=",
+        0.9,
+        "{:.3f}×",
     ),
     Target(
         "small-JSON req/s per gateway process / nginx",

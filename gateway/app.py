@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from .auth import ElevationCache
+from .jellyfin import JellyfinClient
 from .proxy import STREAM_CHUNK, Proxy, ProxyConfig
 from .routing import mount_case_insensitive
 from .settings import Settings
-from .torrent_api import create_torrent_app
+from .torrent_api import ELEVATION, SETTINGS, create_torrent_app
 
-SETTINGS = web.AppKey("settings", Settings)
 JELLYFIN_SESSION = web.AppKey("jellyfin_session", aiohttp.ClientSession)
 PROXY = web.AppKey("proxy", Proxy)
 
@@ -60,6 +61,13 @@ def create_app(settings: Settings) -> web.Application:
         async with jellyfin_session(settings) as session:
             app[JELLYFIN_SESSION] = session
             app[PROXY] = Proxy(session, ProxyConfig(settings.jellyfin_origin, settings.trusted_proxies))
+            jellyfin = JellyfinClient(
+                session,
+                settings.jellyfin_url,
+                connect_timeout=settings.jellyfin_connect_timeout,
+                read_timeout=settings.jellyfin_read_timeout,
+            )
+            app[ELEVATION] = ElevationCache(jellyfin, ttl=settings.elevation_cache_ttl)
             yield
 
     app.cleanup_ctx.append(upstream_sessions)
@@ -67,6 +75,6 @@ def create_app(settings: Settings) -> web.Application:
     async def proxy(request: web.Request) -> web.StreamResponse:
         return await request.app[PROXY].handle(request)
 
-    mount_case_insensitive(app, settings.torrent_prefix, create_torrent_app(settings.torrent_prefix))
+    mount_case_insensitive(app, settings.torrent_prefix, create_torrent_app(settings))
     app.router.add_route("*", "/{path:.*}", proxy)
     return app

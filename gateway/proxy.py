@@ -9,9 +9,8 @@ gateway from Jellyfin itself.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -19,6 +18,7 @@ from aiohttp import ClientSession, WSMsgType, web
 from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
+from .forwarding import IPNetwork, apply_forwarding
 from .logs import redact_target
 
 logger = logging.getLogger(__name__)
@@ -37,15 +37,12 @@ _HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-_FORWARDING = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "X-Real-IP")
 # Headers of the client's WebSocket handshake that the upstream handshake must generate itself.
 _WS_HANDSHAKE = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
 )
 # Close codes that may not be sent in a close frame (RFC 6455 7.4.1).
 _UNSENDABLE_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def end_to_end_headers(headers: MultiMapping[str]) -> CIMultiDict[str]:
@@ -60,44 +57,6 @@ def end_to_end_headers(headers: MultiMapping[str]) -> CIMultiDict[str]:
             continue
         out.add(name, value)
     return out
-
-
-def is_trusted(peer: str | None, trusted: Iterable[IPNetwork]) -> bool:
-    if not peer:
-        return False
-    try:
-        address = ipaddress.ip_address(peer.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in trusted)
-
-
-def set_forwarding_headers(
-    headers: CIMultiDict[str],
-    *,
-    peer: str | None,
-    scheme: str,
-    host: str | None,
-    trusted: bool,
-) -> None:
-    """Append the peer to X-Forwarded-For and set -Proto/-Host, believing the client's only if trusted.
-
-    Jellyfin decides LAN versus remote access (and so who may connect) from these headers once the
-    gateway is in its Known proxies, so a client must not be able to forge them.
-    """
-    prior = ", ".join(headers.getall("X-Forwarded-For", ())) if trusted else ""
-    proto = headers.get("X-Forwarded-Proto") if trusted else None
-    forwarded_host = headers.get("X-Forwarded-Host") if trusted else None
-    if not trusted:
-        for name in _FORWARDING:
-            headers.popall(name, None)
-    if peer:
-        headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    headers["X-Forwarded-Proto"] = proto or scheme
-    if forwarded_host or host:
-        headers["X-Forwarded-Host"] = forwarded_host or host or ""
 
 
 def upstream_url(origin: URL, raw_target: str) -> URL:
@@ -129,14 +88,7 @@ class Proxy:
             for name in list(headers):
                 if name.lower() in _WS_HANDSHAKE:
                     headers.popall(name, None)
-        peer = request.remote
-        set_forwarding_headers(
-            headers,
-            peer=peer,
-            scheme=request.scheme,
-            host=request.headers.get("Host"),
-            trusted=bool(self._config.trusted_proxies) and is_trusted(peer, self._config.trusted_proxies),
-        )
+        apply_forwarding(headers, request, self._config.trusted_proxies)
         return headers
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -188,27 +140,32 @@ class Proxy:
                 status=upstream.status, reason=upstream.reason, headers=headers, body=content.read_nowait()
             )
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        has_body = request.method != "HEAD" and upstream.status not in (204, 304)
         try:
             await response.prepare(request)
-            if request.method != "HEAD" and upstream.status not in (204, 304):
-                while chunk := await content.readany():
-                    await response.write(chunk)
+            while has_body:
+                try:
+                    chunk = await content.readany()
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    # Status and headers are already sent; a cut-off body is the only honest signal.
+                    logger.warning(
+                        "Jellyfin broke off %s %s mid-response: %s",
+                        request.method,
+                        redact_target(request.raw_path),
+                        type(exc).__name__,
+                    )
+                    upstream.close()
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
+                if not chunk:
+                    break
+                await response.write(chunk)
             await response.write_eof()
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        except ConnectionError:  # includes aiohttp's ClientConnectionResetError
             # The client went away (closed the player, seeked): not an error; drop the upstream too.
             logger.debug("client left during %s %s", request.method, redact_target(request.raw_path))
             upstream.close()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            # Status and headers are already sent; a truncated body is the only honest signal left.
-            logger.warning(
-                "Jellyfin broke off %s %s mid-response: %s",
-                request.method,
-                redact_target(request.raw_path),
-                type(exc).__name__,
-            )
-            upstream.close()
-            if request.transport is not None:
-                request.transport.abort()
         return response
 
     async def _relay_websocket(self, request: web.Request) -> web.StreamResponse:

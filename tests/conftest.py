@@ -10,12 +10,14 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aioresponses import aioresponses
 from yarl import URL
 
 from gateway.app import create_app
@@ -239,6 +241,22 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> boo
             return False
         await asyncio.sleep(0.01)
     return True
+
+
+class _CompatResponse(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 predates aiohttp 3.14's required ``stream_writer``; a mocked response has none."""
+
+    def __init__(self, *args: Any, stream_writer: Any = None, **kwargs: Any) -> None:
+        writer: Any = stream_writer or SimpleNamespace(output_size=0)
+        super().__init__(*args, stream_writer=writer, **kwargs)
+
+
+class MockedHTTP(aioresponses):
+    """aioresponses for unit tests of outbound calls, working on the aiohttp this project runs."""
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("response_class", _CompatResponse)
+        super().add(*args, **kwargs)
 
 
 def rss_kib(pid: int) -> int:

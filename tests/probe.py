@@ -88,7 +88,9 @@ async def endless(request: web.Request) -> web.StreamResponse:
         for _ in range(100_000):
             await response.write(CHUNK)
         request.app[PROBE].stream_ends.append("complete")
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
+        request.app[PROBE].stream_ends.append("client left")
+    except asyncio.CancelledError:
         request.app[PROBE].stream_ends.append("client left")
         raise
     return response

@@ -1,0 +1,295 @@
+"""Who may use /torrent: Jellyfin administrators, decided exactly as Jellyfin would.
+
+Jellyfin itself answers the question. The gateway finds the caller's token the way Jellyfin 10.11
+does, asks ``/Users/Me`` with it, and applies ``Policies.RequiresElevation``: an administrator who is
+not disabled, or an API key (API keys are elevated in Jellyfin; ``/Users/Me`` answers them with 400,
+so ``/Auth/Providers`` confirms). Decisions are cached per token hash for a few seconds, shared by
+concurrent requests, and bounded in number, so the check is cheap but a demoted admin still loses
+access within the TTL. Any doubt fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from multidict import CIMultiDict, MultiMapping
+
+from .jellyfin import ClientIdentity, JellyfinClient, JellyfinUnavailable
+
+logger = logging.getLogger(__name__)
+
+#: Longest a "bad token" answer is remembered; it only spares Jellyfin floods of the same bad token.
+UNAUTHORIZED_TTL = 2.0
+#: Most tokens remembered at once; the oldest are forgotten first.
+MAX_CACHED_TOKENS = 4096
+
+_PUBLIC = "__gateway_public__"
+
+
+# --- token extraction ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    token: str | None
+    identity: ClientIdentity
+
+
+def parse_authorization_parts(value: str) -> dict[str, str]:
+    """The ``key="value", ...`` list of a MediaBrowser header, as Jellyfin's GetParts reads it.
+
+    Quotes are optional and protect commas; keys are trimmed and case-sensitive; values lose their
+    quotes and are URL-decoded (``+`` is a space); a repeated key keeps the last value.
+    """
+    parts: dict[str, str] = {}
+    in_quotes = False
+    start = 0
+    key = ""
+    for index, char in enumerate(value):
+        if char == '"':
+            in_quotes = not in_quotes
+        elif char == "," and not in_quotes:
+            if start < index:
+                parts[key] = unquote_plus(value[start:index].strip('"'))
+                key = ""
+            start = index + 1
+        elif char == "=" and not in_quotes:
+            key = value[start:index].strip()
+            start = index + 1
+    if start < len(value):
+        parts[key] = unquote_plus(value[start:].strip('"'))
+    return parts
+
+
+def _mediabrowser_parts(value: str) -> dict[str, str] | None:
+    """Parts of a ``MediaBrowser`` (or legacy ``Emby``) header; None for any other scheme."""
+    scheme, space, rest = value.partition(" ")
+    if not space or scheme.lower() not in ("mediabrowser", "emby"):
+        return None
+    return parse_authorization_parts(rest)
+
+
+def _query_items(raw_query: str) -> list[tuple[str, str]]:
+    """ASP.NET's view of the query, including its re-parse of a fully URL-encoded query string."""
+    pairs = [pair.partition("=") for pair in raw_query.split("&") if pair]
+    items = [(unquote_plus(k), unquote_plus(v)) for k, _, v in pairs]
+    if len(items) == 1 and not items[0][1] and "=" in items[0][0]:
+        return _query_items(items[0][0])
+    return items
+
+
+def extract_credentials(headers: MultiMapping[str], raw_query: str) -> Credentials:
+    """The token Jellyfin 10.11 would use for this request, in its precedence order.
+
+    1. ``Authorization: MediaBrowser ... Token="..."`` (first header value only);
+    2. ``X-Emby-Authorization``, only when Authorization is absent or empty (another scheme, such as
+       a proxy's Basic auth, blocks it);
+    3. ``X-Emby-Token``; 4. ``X-MediaBrowser-Token``; 5. ``?ApiKey=``; 6. ``?api_key=``
+    (query keys in any case). ``Token=""`` and blank values count as no token.
+    """
+    authorization = headers.getall("Authorization", [])
+    if ",".join(authorization):
+        parts = _mediabrowser_parts(authorization[0]) or {}
+    else:
+        emby = headers.getall("X-Emby-Authorization", [])
+        parts = (_mediabrowser_parts(emby[0]) or {}) if emby else {}
+    identity = ClientIdentity(
+        client=parts.get("Client"),
+        device=parts.get("Device"),
+        device_id=parts.get("DeviceId"),
+        version=parts.get("Version"),
+    )
+    token = parts.get("Token") or None
+    if token is None:
+        query = CIMultiDict(_query_items(raw_query))
+        for candidates in (
+            headers.getall("X-Emby-Token", []),
+            headers.getall("X-MediaBrowser-Token", []),
+            query.getall("ApiKey", []),
+            query.getall("api_key", []),
+        ):
+            if candidates:
+                token = ",".join(candidates) or None
+                if token:
+                    break
+    if token is not None and not token.strip():
+        token = None
+    return Credentials(token=token, identity=identity)
+
+
+# --- the decision ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: int  # 200 allowed; otherwise the status to answer with
+    reason: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.status == 200
+
+
+ALLOWED = Decision(200, "allowed")
+
+
+def _policy(user: Any) -> Mapping[str, Any]:
+    policy = user.get("Policy") if isinstance(user, dict) else None
+    return policy if isinstance(policy, dict) else {}
+
+
+async def decide(
+    jellyfin: JellyfinClient,
+    token: str,
+    *,
+    identity: ClientIdentity | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> Decision:
+    """Ask Jellyfin, uncached. JellyfinUnavailable becomes a 502/504 decision (fail closed)."""
+    try:
+        me = await jellyfin.current_user(token, identity=identity, extra_headers=extra_headers)
+        if me.status == 200:
+            policy = _policy(me.body)
+            if policy.get("IsDisabled") is True:
+                return Decision(401, "This Jellyfin account is disabled")
+            if policy.get("IsAdministrator") is True:
+                return ALLOWED
+            return Decision(403, "Only Jellyfin administrators may use the torrent API")
+        if me.status == 400:
+            # API keys have no user: /Users/Me says 400. An elevated-only endpoint tells the rest.
+            probe = await jellyfin.auth_providers(token, identity=identity, extra_headers=extra_headers)
+            if probe.status == 200:
+                return ALLOWED
+            return _refusal(probe.status, "/Auth/Providers")
+        return _refusal(me.status, "/Users/Me")
+    except JellyfinUnavailable as exc:
+        return Decision(exc.status, exc.reason)
+
+
+def _refusal(status: int, path: str) -> Decision:
+    if status == 401:
+        return Decision(401, "The Jellyfin token is missing, invalid or expired")
+    if status == 403:
+        return Decision(403, "Only Jellyfin administrators may use the torrent API")
+    return Decision(502, f"Jellyfin answered {path} with an unexpected status {status}")
+
+
+@dataclass
+class _Entry:
+    decision: Decision
+    expires: float
+
+
+class ElevationCache:
+    """Per-token decisions: cached by token hash, single-flight, bounded, TTL'd."""
+
+    def __init__(
+        self,
+        jellyfin: JellyfinClient,
+        *,
+        ttl: float,
+        max_entries: int = MAX_CACHED_TOKENS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._jellyfin = jellyfin
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._in_flight: dict[bytes, asyncio.Task[Decision]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def check(
+        self,
+        token: str,
+        *,
+        identity: ClientIdentity | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> Decision:
+        key = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        entry = self._entries.get(key)
+        if entry is not None:
+            if entry.expires > self._clock():
+                self._entries.move_to_end(key)
+                return entry.decision
+            del self._entries[key]
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(
+                decide(self._jellyfin, token, identity=identity, extra_headers=extra_headers)
+            )
+            self._in_flight[key] = task
+            task.add_done_callback(lambda done: self._settle(key, done))
+        # Shielded: a caller that goes away must not cancel the answer others wait for.
+        return await asyncio.shield(task)
+
+    def _settle(self, key: bytes, task: asyncio.Task[Decision]) -> None:
+        self._in_flight.pop(key, None)
+        if task.cancelled() or task.exception() is not None:
+            return
+        decision = task.result()
+        ttl = self._ttl_for(decision)
+        if ttl <= 0:
+            return
+        self._entries[key] = _Entry(decision, self._clock() + ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def _ttl_for(self, decision: Decision) -> float:
+        if decision.status in (200, 403):
+            return self._ttl
+        if decision.status == 401:
+            return min(self._ttl, UNAUTHORIZED_TTL)
+        return 0.0  # Jellyfin trouble: ask again next time
+
+
+# --- the middleware -------------------------------------------------------------------------------
+
+
+def public(handler: Handler) -> Handler:
+    """Mark a /torrent handler as open to anyone (it must expose no data)."""
+    setattr(handler, _PUBLIC, True)
+    return handler
+
+
+def is_public(handler: object) -> bool:
+    return getattr(handler, _PUBLIC, False) is True
+
+
+def admin_middleware(
+    cache_for: Callable[[web.Request], ElevationCache],
+    forwarding_for: Callable[[web.Request], Iterable[tuple[str, str]]],
+    refuse: Callable[[int, str], web.StreamResponse],
+) -> Middleware:
+    """The guard of the whole /torrent sub-app: nothing past it runs for a non-admin."""
+
+    @web.middleware
+    async def require_admin(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if is_public(request.match_info.handler):
+            return await handler(request)
+        credentials = extract_credentials(request.headers, request.rel_url.raw_query_string)
+        if credentials.token is None:
+            return refuse(401, 'Send a Jellyfin token (Authorization: MediaBrowser Token="...")')
+        decision = await cache_for(request).check(
+            credentials.token, identity=credentials.identity, extra_headers=dict(forwarding_for(request))
+        )
+        if not decision.allowed:
+            if decision.status >= 500:
+                logger.warning("admin check failed: %s", decision.reason)
+            return refuse(decision.status, decision.reason)
+        return await handler(request)
+
+    return require_admin
