@@ -58,6 +58,9 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
 
 
 def _run_worker(settings: Settings) -> None:
+    # A forked worker inherits the supervisor's handlers; it must answer signals as itself.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     logs.configure(settings.log_level)
     try:
         asyncio.run(serve(settings, reuse_port=True))
@@ -86,19 +89,23 @@ def supervise(settings: Settings) -> int:
             if worker.pid is not None and worker.exitcode is None:
                 os.kill(worker.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     for worker in workers:
         worker.start()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     logger.info("started %d workers: %s", len(workers), " ".join(str(w.pid) for w in workers))
     status = 0
-    while any(w.exitcode is None for w in workers):
-        multiprocessing.connection.wait([w.sentinel for w in workers if w.exitcode is None])
+    while True:
+        # Look before waiting: a worker may have died before the first wait.
         for worker in workers:
             if worker.exitcode is not None and worker.exitcode != 0 and not stopping:
                 logger.error("%s exited with %s; stopping the others", worker.name, worker.exitcode)
                 status = 1
                 stop(signal.SIGTERM, None)
+        running = [w.sentinel for w in workers if w.exitcode is None]
+        if not running:
+            break
+        multiprocessing.connection.wait(running)
     for worker in workers:
         worker.join()
     return status
