@@ -9,7 +9,7 @@ BENCH_DEBS := nginx-light wrk curl
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install run test lint bench system-deps clean
+.PHONY: install run test lint bench system-deps qbittorrent clean
 
 $(BIN)/activate:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -42,7 +42,11 @@ lint: install
 	$(BIN)/ruff format --check gateway tests benchmarks
 	$(BIN)/mypy
 
-test: install
+# qBittorrent 4.5 (Debian 12) and 5.1 (a Debian trixie chroot, built once into /var/cache).
+qbittorrent:
+	@if [ "$$(id -u)" = 0 ]; then bash tests/setup_qbittorrent.sh; else sudo bash tests/setup_qbittorrent.sh; fi
+
+test: install qbittorrent
 	@$(MAKE) --no-print-directory system-deps DEBS="$(TEST_DEBS)"
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -7,12 +7,15 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from . import __version__
+from .apibay import ApibayClient
 from .auth import ElevationCache
 from .jellyfin import JellyfinClient
 from .proxy import STREAM_CHUNK, Proxy, ProxyConfig
+from .qbittorrent import QbittorrentClient
 from .routing import mount_case_insensitive
 from .settings import Settings
-from .torrent_api import ELEVATION, SETTINGS, create_torrent_app
+from .torrent_api import APIBAY, ELEVATION, JELLYFIN, QBITTORRENT, SETTINGS, create_torrent_app
 
 JELLYFIN_SESSION = web.AppKey("jellyfin_session", aiohttp.ClientSession)
 PROXY = web.AppKey("proxy", Proxy)
@@ -53,12 +56,30 @@ def jellyfin_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
+def api_session(*, limit: int) -> aiohttp.ClientSession:
+    """A small session for the gateway's own API calls to qBittorrent or apibay.
+
+    No cookie jar: the qBittorrent client keeps its one session cookie itself (aiohttp's jar would
+    drop it for IP-address hosts), and apibay needs none. Timeouts are set per call by the clients.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=30, ttl_dns_cache=300),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": f"jellyfin-torrent-gateway/{__version__}"},
+        trust_env=False,
+    )
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
 
     async def upstream_sessions(app: web.Application) -> AsyncIterator[None]:
-        async with jellyfin_session(settings) as session:
+        async with (
+            jellyfin_session(settings) as session,
+            api_session(limit=8) as qbittorrent_session,
+            api_session(limit=8) as apibay_session,
+        ):
             app[JELLYFIN_SESSION] = session
             app[PROXY] = Proxy(session, ProxyConfig(settings.jellyfin_origin, settings.trusted_proxies))
             jellyfin = JellyfinClient(
@@ -67,7 +88,16 @@ def create_app(settings: Settings) -> web.Application:
                 connect_timeout=settings.jellyfin_connect_timeout,
                 read_timeout=settings.jellyfin_read_timeout,
             )
+            app[JELLYFIN] = jellyfin
             app[ELEVATION] = ElevationCache(jellyfin, ttl=settings.elevation_cache_ttl)
+            app[QBITTORRENT] = QbittorrentClient(
+                qbittorrent_session,
+                settings.qbittorrent_url,
+                username=settings.qbittorrent_username,
+                password=settings.qbittorrent_password,
+                timeout=settings.qbittorrent_timeout,
+            )
+            app[APIBAY] = ApibayClient(apibay_session, settings.apibay_url, timeout=settings.apibay_timeout)
             yield
 
     app.cleanup_ctx.append(upstream_sessions)

@@ -258,6 +258,9 @@ class ElevationCache:
 
 # --- the middleware -------------------------------------------------------------------------------
 
+#: The caller's credentials, for handlers that act on Jellyfin with the caller's own token.
+CREDENTIALS = web.RequestKey("credentials", Credentials)
+
 
 def public(handler: Handler) -> Handler:
     """Mark a /torrent handler as open to anyone (it must expose no data)."""
@@ -290,6 +293,7 @@ def admin_middleware(
             if decision.status >= 500:
                 logger.warning("admin check failed: %s", decision.reason)
             return refuse(decision.status, decision.reason)
+        request[CREDENTIALS] = credentials
         return await handler(request)
 
     return require_admin

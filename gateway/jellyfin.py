@@ -150,3 +150,11 @@ class JellyfinClient:
         (``/Auth/Keys`` would tell the same but hands over every API key.)
         """
         return await self._get("/Auth/Providers", token, identity=identity, extra_headers=extra_headers)
+
+    async def virtual_folders(
+        self, token: str, *, identity: ClientIdentity | None = None, extra_headers: ExtraHeaders = None
+    ) -> Answer:
+        """``GET /Library/VirtualFolders``: the libraries with the folders (``Locations``) of each."""
+        return await self._get(
+            "/Library/VirtualFolders", token, identity=identity, extra_headers=extra_headers
+        )

@@ -23,6 +23,18 @@ PathMap = tuple[tuple[str, str], ...]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+#: The trackers apibay's own page appends to its magnets (print_trackers() in its main.js).
+DEFAULT_TRACKERS: tuple[str, ...] = (
+    "udp://tracker.opentrackr.org:1337",
+    "udp://open.stealth.si:80/announce",
+    "udp://tracker.torrent.eu.org:451/announce",
+    "udp://tracker.bittor.pw:1337/announce",
+    "udp://public.popcorn-tracker.org:6969/announce",
+    "udp://tracker.dler.org:6969/announce",
+    "udp://exodus.desync.com:6969",
+    "udp://open.demonii.com:1337/announce",
+)
+
 
 class SettingsError(ValueError):
     """A setting has a value the gateway cannot work with; the message names the variable."""
@@ -46,6 +58,10 @@ class Settings:
     access_log: bool = True
     jellyfin_connect_timeout: float = 5.0
     jellyfin_read_timeout: float = 300.0
+    apibay_timeout: float = 10.0
+    qbittorrent_timeout: float = 10.0
+    trackers: tuple[str, ...] = DEFAULT_TRACKERS
+    save_roots: tuple[str, ...] = ()
 
     @property
     def base_path(self) -> str:
@@ -173,6 +189,25 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _trackers(raw: str) -> tuple[str, ...]:
+    if raw.strip().lower() == "default":
+        return DEFAULT_TRACKERS
+    trackers = []
+    for item in raw.replace("\n", ",").split(","):
+        url = item.strip()
+        if not url:
+            continue
+        scheme = url.partition("://")[0].lower()
+        if scheme not in ("udp", "http", "https", "wss") or any(ch.isspace() for ch in url) or "&" in url:
+            raise ValueError(f"comma-separated udp://, http(s):// or wss:// tracker URLs, got {url!r}")
+        trackers.append(url)
+    return tuple(trackers)
+
+
+def _directories(raw: str) -> tuple[str, ...]:
+    return tuple(_absolute_dir(item, "SAVE_ROOTS") for item in raw.split(";") if item.strip())
+
+
 @dataclass(frozen=True)
 class _Option:
     env: str
@@ -259,6 +294,28 @@ OPTIONS: tuple[_Option, ...] = (
         "300",
         _positive_seconds,
         "seconds Jellyfin may stay silent mid-request before answering 504 (not applied to WebSockets)",
+    ),
+    _Option("APIBAY_TIMEOUT", "apibay_timeout", "10", _positive_seconds, "seconds an apibay search may take"),
+    _Option(
+        "QBITTORRENT_TIMEOUT",
+        "qbittorrent_timeout",
+        "10",
+        _positive_seconds,
+        "seconds one qBittorrent API call may take",
+    ),
+    _Option(
+        "TRACKERS",
+        "trackers",
+        "default",
+        _trackers,
+        "comma-separated tracker URLs added to magnets ('default': apibay's 8; empty: none)",
+    ),
+    _Option(
+        "SAVE_ROOTS",
+        "save_roots",
+        "",
+        _directories,
+        "extra folders (qBittorrent's view, ';'-separated) a download's SavePath may be inside",
     ),
 )
 

@@ -7,20 +7,48 @@ runs behind the admin check.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .auth import ElevationCache, admin_middleware, public
+from .apibay import ApibayClient, ApibayError, validate_category
+from .auth import CREDENTIALS, ElevationCache, admin_middleware, public
 from .forwarding import forwarding_headers
+from .jellyfin import JellyfinClient, JellyfinUnavailable
+from .openapi import openapi_document
+from .paths import PathError, clean_absolute, is_within, qbittorrent_view
+from .qbittorrent import QbittorrentClient, QbittorrentError
 from .settings import Settings
+from .validation import (
+    BadRequest,
+    body_fields,
+    info_hash_id,
+    magnet_link,
+    optional_text,
+    parse_bool,
+    query_value,
+    torrent_hash,
+)
 
 logger = logging.getLogger(__name__)
 
 ELEVATION = web.AppKey("elevation", ElevationCache)
 SETTINGS = web.AppKey("settings", Settings)
+JELLYFIN = web.AppKey("jellyfin", JellyfinClient)
+QBITTORRENT = web.AppKey("qbittorrent", QbittorrentClient)
+APIBAY = web.AppKey("apibay", ApibayClient)
+
+
+class UpstreamFailure(Exception):
+    """Jellyfin could not answer a call made for the API; the spec answers such failures with 500."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def json_error(status: int, reason: str) -> web.Response:
@@ -32,6 +60,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     """Answer every error under /torrent as JSON: clients of this API parse JSON, never HTML."""
     try:
         return await handler(request)
+    except BadRequest as exc:
+        return json_error(400, str(exc))
+    except (QbittorrentError, ApibayError, UpstreamFailure) as exc:
+        logger.warning("%s %s -> 500: %s", request.method, request.rel_url.path, exc.reason)
+        return json_error(500, exc.reason)
     except web.HTTPException as exc:
         if exc.empty_body or exc.status < 400:
             raise
@@ -49,71 +82,182 @@ async def test1(request: web.Request) -> web.Response:
     return web.json_response("test 1 success")
 
 
-def openapi_document(prefix: str) -> dict[str, Any]:
-    error = {"$ref": "#/components/schemas/Error"}
-    return {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "jellyfin-torrent-gateway /torrent API",
-            "version": "1",
-            "description": "Admin-only: send a Jellyfin administrator's token or an API key.",
-        },
-        "servers": [{"url": prefix or "/"}],
-        "components": {
-            "securitySchemes": {
-                "MediaBrowser": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "Authorization",
-                    "description": 'MediaBrowser Token="<Jellyfin access token or API key>"',
-                },
-                "ApiKey": {"type": "apiKey", "in": "query", "name": "ApiKey"},
-            },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "properties": {"error": {"type": "string"}},
-                    "required": ["error"],
-                }
-            },
-            "responses": {
-                "Unauthorized": {
-                    "description": "No, invalid or expired token; or a disabled account",
-                    "content": {"application/json": {"schema": error}},
-                },
-                "Forbidden": {
-                    "description": "The token's user is not a Jellyfin administrator",
-                    "content": {"application/json": {"schema": error}},
-                },
-                "BadGateway": {
-                    "description": "Jellyfin could not be asked who the caller is",
-                    "content": {"application/json": {"schema": error}},
-                },
-            },
-        },
-        "security": [{"MediaBrowser": []}, {"ApiKey": []}],
-        "paths": {
-            "/Test1": {
-                "get": {
-                    "summary": "Check that the caller reaches the API as an administrator",
-                    "responses": {
-                        "200": {
-                            "description": "The caller is an administrator",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"type": "string", "example": "test 1 success"}
-                                }
-                            },
-                        },
-                        "401": {"$ref": "#/components/responses/Unauthorized"},
-                        "403": {"$ref": "#/components/responses/Forbidden"},
-                        "502": {"$ref": "#/components/responses/BadGateway"},
-                        "504": {"$ref": "#/components/responses/BadGateway"},
-                    },
-                }
+async def _libraries(request: web.Request) -> list[tuple[str, list[str]]]:
+    """(name, folders) of every Jellyfin library, asked with the caller's own token."""
+    credentials = request[CREDENTIALS]
+    assert credentials.token is not None  # the admin check ran
+    settings = request.config_dict[SETTINGS]
+    try:
+        answer = await request.config_dict[JELLYFIN].virtual_folders(
+            credentials.token,
+            identity=credentials.identity,
+            extra_headers=forwarding_headers(request, settings.trusted_proxies),
+        )
+    except JellyfinUnavailable as exc:
+        raise UpstreamFailure(exc.reason) from None
+    if answer.status != 200 or not isinstance(answer.body, list):
+        raise UpstreamFailure(f"Jellyfin answered /Library/VirtualFolders with HTTP {answer.status}")
+    libraries = []
+    for folder in answer.body:
+        if not isinstance(folder, dict) or not isinstance(folder.get("Name"), str):
+            continue
+        locations = folder.get("Locations")
+        paths = [p for p in locations if isinstance(p, str)] if isinstance(locations, list) else []
+        libraries.append((folder["Name"], paths))
+    return libraries
+
+
+async def libraries(request: web.Request) -> web.Response:
+    """``GET /torrent/libraries``: ``[{Name, Paths}]``."""
+    return web.json_response([{"Name": name, "Paths": paths} for name, paths in await _libraries(request)])
+
+
+async def libraries_paths(request: web.Request) -> web.Response:
+    """``GET /torrent/libraries/paths``: ``[{LibraryName, FolderPaths}]``."""
+    return web.json_response(
+        [{"LibraryName": name, "FolderPaths": paths} for name, paths in await _libraries(request)]
+    )
+
+
+async def search(request: web.Request) -> web.Response:
+    """``GET /torrent/search?q=&cat=``: the first 20 apibay results, every field a string."""
+    query = query_value(request.query, "q")
+    if query is None or not query.strip():
+        raise BadRequest("q is required")
+    try:
+        category = validate_category(query_value(request.query, "cat") or "0")
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    return web.json_response(await request.config_dict[APIBAY].search(query, category))
+
+
+async def _read_json(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.read())
+    except ValueError:
+        raise BadRequest("The request body must be JSON") from None
+
+
+async def _allowed_save_roots(request: web.Request, qbittorrent: QbittorrentClient) -> list[str]:
+    """Where a client may send a download: qBittorrent's default folder, every library folder as
+    qBittorrent sees it (PATH_MAP), and SAVE_ROOTS."""
+    settings = request.config_dict[SETTINGS]
+    roots = [clean_absolute(await qbittorrent.default_save_path())]
+    for _, folders in await _libraries(request):
+        roots += [qbittorrent_view(clean_absolute(folder), settings.path_map) for folder in folders]
+    return roots + list(settings.save_roots)
+
+
+async def download(request: web.Request) -> web.Response:
+    """``POST /torrent/download``: add one magnet built from Info_hash (and Name) to qBittorrent."""
+    fields = body_fields(await _read_json(request))
+    raw_hash = optional_text(fields, "Info_hash")
+    torrent_id = info_hash_id(raw_hash)
+    assert raw_hash is not None
+    given_hash = raw_hash.strip()
+    name = optional_text(fields, "Name")
+    name = name.strip() if name and name.strip() else None
+    raw_save_path = optional_text(fields, "SavePath")
+    qbittorrent = request.config_dict[QBITTORRENT]
+    settings = request.config_dict[SETTINGS]
+
+    save_path: str | None = None
+    if raw_save_path is not None:
+        try:
+            save_path = clean_absolute(raw_save_path)
+        except PathError as exc:
+            raise BadRequest(str(exc)) from None
+        roots = await _allowed_save_roots(request, qbittorrent)
+        if not any(is_within(save_path, root) for root in roots):
+            raise BadRequest(
+                "SavePath must be inside qBittorrent's download folder or a library folder: "
+                + ", ".join(roots)
+            )
+
+    existing = await qbittorrent.torrents([torrent_id])
+    result = await qbittorrent.add_magnet(
+        magnet_link(given_hash, name, settings.trackers), save_path=save_path
+    )
+    if result.accepted:
+        return web.json_response(
+            {
+                "Message": f"Started downloading: {name or given_hash}",
+                "Id": given_hash,
+                "SavePath": save_path if save_path is not None else await qbittorrent.default_save_path(),
+                "ServerResponse": result.server_response,
             }
-        },
-    }
+        )
+    if existing:
+        # qBittorrent refuses a torrent it already has; say so instead of pretending it started.
+        torrent = existing[0]
+        return web.json_response(
+            {
+                "Message": f"Already in qBittorrent: {torrent.get('name') or name or given_hash}",
+                "Id": given_hash,
+                "SavePath": torrent.get("save_path") or "",
+                "ServerResponse": result.server_response,
+            }
+        )
+    raise QbittorrentError(f"qBittorrent did not add the torrent (it answered {result.server_response!r})")
+
+
+async def progress(request: web.Request) -> web.Response:
+    """``GET /torrent/progress``: qBittorrent's ``torrents/info?filter=all`` objects, unmodified."""
+    text = await request.config_dict[QBITTORRENT].torrents_text()
+    return web.Response(text=text, content_type="application/json")
+
+
+def _not_found(given: str) -> web.Response:
+    return web.json_response(
+        {"success": False, "message": f"No torrent with hash {given} in qBittorrent"}, status=404
+    )
+
+
+async def _known_id(qbittorrent: QbittorrentClient, given: str) -> str | None:
+    """qBittorrent's ID for a 40-hex hash or a v2 (64-hex) info hash; None if it has no such torrent."""
+    if len(given) == 40:
+        return given if await qbittorrent.torrents([given]) else None
+    for torrent in await qbittorrent.torrents():
+        if str(torrent.get("infohash_v2", "")).lower() == given and isinstance(torrent.get("hash"), str):
+            return str(torrent["hash"]).lower()
+    return None
+
+
+async def _on_one_torrent(
+    request: web.Request, act: Callable[[QbittorrentClient, str], Awaitable[None]], message: str
+) -> web.Response:
+    """Validate ``hash``, make sure qBittorrent has that torrent (its actions say 200 for unknown
+    hashes), then act on exactly that one."""
+    given = torrent_hash(query_value(request.query, "hash"))
+    qbittorrent = request.config_dict[QBITTORRENT]
+    torrent_id = await _known_id(qbittorrent, given)
+    if torrent_id is None:
+        return web.json_response(
+            {"success": False, "message": f"No torrent with hash {given} in qBittorrent"}, status=404
+        )
+    await act(qbittorrent, torrent_id)
+    return web.json_response({"success": True, "message": message})
+
+
+async def pause(request: web.Request) -> web.Response:
+    """``POST /torrent/pause?hash=``."""
+    return await _on_one_torrent(request, QbittorrentClient.pause, "Torrent paused successfully")
+
+
+async def resume(request: web.Request) -> web.Response:
+    """``POST /torrent/resume?hash=``."""
+    return await _on_one_torrent(request, QbittorrentClient.resume, "Torrent resumed successfully")
+
+
+async def delete(request: web.Request) -> web.Response:
+    """``POST /torrent/delete?hash=&deleteFiles=``."""
+    delete_files = parse_bool(query_value(request.query, "deleteFiles"), "deleteFiles", default=False)
+
+    async def act(qbittorrent: QbittorrentClient, torrent_id: str) -> None:
+        await qbittorrent.delete(torrent_id, delete_files=delete_files)
+
+    message = "Torrent deleted successfully with files" if delete_files else "Torrent deleted successfully"
+    return await _on_one_torrent(request, act, message)
 
 
 def create_torrent_app(settings: Settings) -> web.Application:
@@ -133,5 +277,13 @@ def create_torrent_app(settings: Settings) -> web.Application:
         return web.json_response(document)
 
     app.router.add_get(f"{prefix}/test1", test1)
+    app.router.add_get(f"{prefix}/libraries", libraries)
+    app.router.add_get(f"{prefix}/libraries/paths", libraries_paths)
+    app.router.add_get(f"{prefix}/search", search)
+    app.router.add_post(f"{prefix}/download", download)
+    app.router.add_get(f"{prefix}/progress", progress)
+    app.router.add_post(f"{prefix}/pause", pause)
+    app.router.add_post(f"{prefix}/resume", resume)
+    app.router.add_post(f"{prefix}/delete", delete)
     app.router.add_get(f"{prefix}/openapi.json", openapi)
     return app

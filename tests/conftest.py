@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from gateway.server import runner_options
 from gateway.settings import Settings
 from tests.jellyfin_standin import StandinState, create_standin
 from tests.probe import ProbeState, create_probe, pattern
+from tests.qbittorrent_nox import QbtInstance, binaries, new_base_dir, require_binary, start_qbittorrent
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 GatewayFactory = Callable[..., Awaitable["RunningGateway"]]
@@ -257,6 +259,38 @@ class MockedHTTP(aioresponses):
     def add(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("response_class", _CompatResponse)
         super().add(*args, **kwargs)
+
+
+# --- real qBittorrent (4.5 from Debian 12, 5.1 from a trixie chroot: tests/setup_qbittorrent.sh) ---
+
+QbtFactory = Callable[..., Awaitable[QbtInstance]]
+
+
+@pytest.fixture(params=sorted(binaries()), ids=lambda version: f"qbt{version}")
+def qbt_binary(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(short version, command); fails loudly when the command is not installed."""
+    version: str = request.param
+    binary = binaries()[version]
+    require_binary(binary)
+    return version, binary
+
+
+@pytest.fixture
+async def qbt_factory(qbt_binary: tuple[str, str]) -> AsyncIterator[QbtFactory]:
+    """Start instances of the parametrized version; all are stopped and deleted afterwards."""
+    base_dir = new_base_dir()
+    instances: list[QbtInstance] = []
+
+    async def start(**kwargs: Any) -> QbtInstance:
+        instance = await start_qbittorrent(qbt_binary[1], base_dir, **kwargs)
+        instances.append(instance)
+        return instance
+
+    try:
+        yield start
+    finally:
+        await asyncio.gather(*(instance.stop() for instance in instances))
+        shutil.rmtree(base_dir, ignore_errors=True)
 
 
 def rss_kib(pid: int) -> int:

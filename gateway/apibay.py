@@ -1,0 +1,309 @@
+"""A thin client of apibay's search (``GET /q.php``), the provider behind ``/torrent/search``.
+
+apibay publishes no contract (shared/reference/apibay.md), so everything it sends is parsed
+defensively: the reply must be a JSON array whatever its Content-Type says, each row is reduced to
+the 12 fields the spec promises, every value becomes a string (fields come and go, e.g.
+``num_files`` since December 2025), HTML entities in names are undone, and the "No results returned"
+sentinel row is dropped. Every failure to get such an array becomes one :class:`ApibayError` with a
+reason a person can act on. Results are cached briefly per ``(q, cat)`` and identical concurrent
+searches share one upstream call, because apibay sits behind Cloudflare and rate-limits. Nothing
+here knows about aiohttp.web.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import math
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from . import __version__
+
+logger = logging.getLogger(__name__)
+
+#: The fields of a ``TorrentSearchResult`` (shared/spec/torrent-api.md, endpoint 3), in its order.
+SEARCH_FIELDS: tuple[str, ...] = (
+    "id",
+    "name",
+    "info_hash",
+    "leechers",
+    "seeders",
+    "num_files",
+    "size",
+    "username",
+    "added",
+    "status",
+    "category",
+    "imdb",
+)
+#: The spec returns "the first 20" results.
+MAX_RESULTS = 20
+#: Without these a row cannot be shown or downloaded, so it is skipped.
+REQUIRED_FIELDS: tuple[str, ...] = ("id", "name", "info_hash")
+#: Fields that are free text from uploaders and arrive HTML-escaped.
+ESCAPED_FIELDS: frozenset[str] = frozenset({"name", "username"})
+#: A search answer is ~350 bytes a row and at most 100 rows; anything far larger is not apibay.
+MAX_BODY = 4 * 1024 * 1024
+#: More category codes than apibay has (about 60) is not a real request.
+MAX_CATEGORIES = 100
+USER_AGENT = f"jellyfin-torrent-gateway/{__version__}"
+
+_CATEGORY_CODE = re.compile(r"[0-9]{1,3}")
+_JSON_KINDS: dict[type, str] = {
+    dict: "an object",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+class ApibayError(Exception):
+    """apibay could not be asked or answered with something that is not a result list.
+
+    ``reason`` names apibay and says why; ``timed_out`` tells a timeout (a 504 candidate) from the
+    other failures (502).
+    """
+
+    def __init__(self, reason: str, *, timed_out: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.timed_out = timed_out
+
+
+def validate_category(cat: str) -> str:
+    """Check and normalise a ``cat`` value: ``"0"`` or a comma list of 1–3 digit codes.
+
+    Surrounding whitespace and spaces around commas are dropped (``" 201, 207 "`` → ``"201,207"``);
+    an empty value means all categories and becomes ``"0"``. Anything else (signs, other separators,
+    empty list items, non-ASCII digits) raises ``ValueError``: the value goes into apibay's URL and
+    into the cache key, so only what apibay understands gets through.
+    """
+    text = cat.strip()
+    if not text:
+        return "0"
+    codes = [code.strip() for code in text.split(",")]
+    if len(codes) > MAX_CATEGORIES:
+        raise ValueError(f"cat has {len(codes)} codes; at most {MAX_CATEGORIES} are accepted")
+    for code in codes:
+        if not _CATEGORY_CODE.fullmatch(code):
+            raise ValueError(
+                f"cat must be a category code or a comma-separated list of codes"
+                f" (e.g. 0, 201 or 201,207), not {cat!r}"
+            )
+    return ",".join(codes)
+
+
+def _as_text(value: Any) -> str:
+    """One field as the spec's string: numbers without ``.0``, missing or odd values as ``""``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):  # before int: True is an int, but no apibay field is a boolean
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ""
+        return str(int(value)) if value.is_integer() else str(value)
+    return ""  # None, lists, objects
+
+
+def _is_sentinel(row: dict[str, str]) -> bool:
+    """apibay's "No results returned" row: id ``0`` or an all-zero hash (reference §2)."""
+    info_hash = row["info_hash"]
+    return row["id"] == "0" or (bool(info_hash) and info_hash.strip("0") == "")
+
+
+def normalize_row(raw: Any) -> dict[str, str] | None:
+    """A row reduced to the spec's fields as strings, or ``None`` to skip it (or the sentinel)."""
+    if not isinstance(raw, dict):
+        return None
+    row: dict[str, str] = {}
+    for name in SEARCH_FIELDS:
+        text = _as_text(raw.get(name))
+        row[name] = html.unescape(text) if name in ESCAPED_FIELDS else text
+    if any(not row[name] for name in REQUIRED_FIELDS) or _is_sentinel(row):
+        return None
+    return row
+
+
+def normalize_results(payload: Any) -> list[dict[str, str]]:
+    """apibay's decoded reply as the spec's result list (first :data:`MAX_RESULTS` usable rows)."""
+    if not isinstance(payload, list):
+        kind = _JSON_KINDS.get(type(payload), type(payload).__name__)
+        raise ApibayError(f"apibay answered with unexpected JSON ({kind} instead of a list of results)")
+    results: list[dict[str, str]] = []
+    for raw in payload:
+        row = normalize_row(raw)
+        if row is not None:
+            results.append(row)
+            if len(results) == MAX_RESULTS:
+                break
+    return results
+
+
+@dataclass
+class _Entry:
+    results: list[dict[str, str]]
+    expires: float
+
+
+_Key = tuple[str, str]
+
+
+class ApibayClient:
+    """Searches apibay; brief LRU cache per ``(q, cat)``, single flight, errors never cached."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: URL,
+        *,
+        timeout: float = 10.0,
+        cache_ttl: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_cached: int = 256,
+    ) -> None:
+        self._session = session
+        # A mirror may live under a path (https://host/apibay/); its own query and fragment are noise.
+        self._endpoint = base_url.with_path(base_url.path.rstrip("/") + "/q.php")
+        self._timeout_seconds = timeout
+        # Given per request, so it replaces whatever timeouts the shared session has.
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._cache_ttl = cache_ttl
+        self._clock = clock
+        self._max_cached = max_cached
+        self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
+        self._in_flight: dict[_Key, asyncio.Task[list[dict[str, str]]]] = {}
+
+    async def search(self, query: str, category: str = "0") -> list[dict[str, str]]:
+        """Up to 20 results for ``query`` in ``category`` (see :func:`validate_category`).
+
+        Raises ``ValueError`` for a blank query or a bad category (the caller's 400) and
+        :class:`ApibayError` when apibay fails. The returned rows are the caller's to change.
+        """
+        if not query.strip():
+            raise ValueError("the search query is empty")
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("the search query is not valid text") from None
+        key = (query, validate_category(category))
+        entry = self._entries.get(key)
+        if entry is not None:
+            if entry.expires > self._clock():
+                self._entries.move_to_end(key)
+                return _copy(entry.results)
+            del self._entries[key]
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch(*key))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda done: self._settle(key, done))
+        # Shielded: a caller that goes away must not cancel the answer others wait for.
+        return _copy(await asyncio.shield(task))
+
+    def _settle(self, key: _Key, task: asyncio.Task[list[dict[str, str]]]) -> None:
+        self._in_flight.pop(key, None)
+        # exception() also marks a failure nobody awaited (all callers gone) as retrieved.
+        if task.cancelled() or task.exception() is not None:
+            return
+        if self._cache_ttl <= 0 or self._max_cached <= 0:
+            return
+        self._entries[key] = _Entry(task.result(), self._clock() + self._cache_ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_cached:
+            self._entries.popitem(last=False)
+
+    async def _fetch(self, query: str, category: str) -> list[dict[str, str]]:
+        url = self._endpoint.with_query([("q", query), ("cat", category)])
+        logger.debug("apibay search q=%r cat=%s", query, category)
+        started = time.monotonic()
+        try:
+            payload = await self._get_json(url)
+        except ApibayError as exc:
+            logger.debug("apibay search q=%r cat=%s failed: %s", query, category, exc.reason)
+            raise
+        results = normalize_results(payload)
+        logger.debug(
+            "apibay search q=%r cat=%s: %d rows, kept %d in %.3f s",
+            query,
+            category,
+            len(payload),
+            len(results),
+            time.monotonic() - started,
+        )
+        return results
+
+    async def _get_json(self, url: URL) -> Any:
+        """The decoded JSON body of a 200, or :class:`ApibayError` saying what went wrong."""
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            # Explicit, with auto_decompress below: the gateway's shared session turns both off.
+            "Accept-Encoding": "gzip, deflate",
+        }
+        try:
+            async with self._session.get(
+                url, headers=headers, timeout=self._timeout, auto_decompress=True
+            ) as response:
+                body = await _read_limited(response)
+                status = response.status
+                content_type = response.headers.get("Content-Type", "").lower()
+                server = response.headers.get("Server", "").lower()
+        except TimeoutError:  # also aiohttp's ServerTimeoutError and ConnectionTimeoutError
+            raise ApibayError(
+                f"apibay did not answer within {self._timeout_seconds:g} s", timed_out=True
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            cause = exc.strerror or str(exc.os_error) or type(exc.os_error).__name__
+            raise ApibayError(f"apibay is unreachable ({cause})") from None
+        except aiohttp.TooManyRedirects:
+            raise ApibayError("apibay redirected too many times") from None
+        except aiohttp.ClientError as exc:
+            raise ApibayError(f"apibay broke off its answer ({type(exc).__name__})") from None
+        looks_html = "html" in content_type or body.lstrip()[:1] == b"<"
+        if status != 200:
+            if server == "cloudflare":
+                raise ApibayError(f"apibay answered HTTP {status} (a Cloudflare error page)")
+            if looks_html:
+                raise ApibayError(f"apibay answered HTTP {status} (an HTML error page)")
+            raise ApibayError(f"apibay answered HTTP {status}")
+        if not body.strip():
+            raise ApibayError("apibay answered with an empty body instead of JSON")
+        try:
+            # Content-Type is not trusted either way: PHP may label JSON as text/html.
+            return json.loads(body)
+        except ValueError:
+            if looks_html:
+                raise ApibayError("apibay answered with an HTML page instead of JSON") from None
+            raise ApibayError("apibay answered with something that is not JSON") from None
+
+
+async def _read_limited(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, or :class:`ApibayError` once it passes :data:`MAX_BODY`."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ApibayError(f"apibay answered with more than {MAX_BODY // (1024 * 1024)} MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _copy(results: list[dict[str, str]]) -> list[dict[str, str]]:
+    """A copy per caller, so that one caller's changes never reach the cache or another caller."""
+    return [dict(row) for row in results]

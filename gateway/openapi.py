@@ -1,0 +1,232 @@
+"""The OpenAPI 3 description of the /torrent API (served publicly at /torrent/openapi.json).
+
+It documents shared/spec/torrent-api.md as the gateway implements it, so client authors can generate
+code and tools such as schemathesis can exercise the API. It contains no data, only shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _responses(ok: dict[str, Any], *errors: tuple[str, str]) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": ok}
+    for status, description in errors:
+        responses[status] = _json(_ERROR, description)
+    responses["401"] = {"$ref": "#/components/responses/Unauthorized"}
+    responses["403"] = {"$ref": "#/components/responses/Forbidden"}
+    responses["502"] = {"$ref": "#/components/responses/AdminCheckFailed"}
+    return responses
+
+
+def _string_fields(*names: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {name: {"type": "string"} for name in names},
+        "required": list(names),
+    }
+
+
+_HASH = {
+    "name": "hash",
+    "in": "query",
+    "required": True,
+    "description": "One torrent hash: 40 hex characters (v1) or 64 (v2). 'all' and '|' lists are refused.",
+    "schema": {"type": "string", "pattern": "^([0-9a-fA-F]{40}|[0-9a-fA-F]{64})$"},
+}
+_ACTION_RESULT = {
+    "type": "object",
+    "properties": {"success": {"type": "boolean"}, "message": {"type": "string"}},
+    "required": ["success", "message"],
+}
+
+
+def _action(summary: str, extra_parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    responses = _responses(
+        _json(_ACTION_RESULT, "Done"),
+        ("400", "hash missing or not exactly one hash"),
+        ("500", "qBittorrent failed (the reason says which way)"),
+    )
+    responses["404"] = _json(_ACTION_RESULT, "qBittorrent has no torrent with that hash")
+    return {
+        "post": {"summary": summary, "parameters": [_HASH, *(extra_parameters or [])], "responses": responses}
+    }
+
+
+def openapi_document(prefix: str) -> dict[str, Any]:
+    libraries = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "Name": {"type": "string"},
+                "Paths": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    }
+    library_paths = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "LibraryName": {"type": "string"},
+                "FolderPaths": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    }
+    search_row = _string_fields(
+        "id",
+        "name",
+        "info_hash",
+        "leechers",
+        "seeders",
+        "num_files",
+        "size",
+        "username",
+        "added",
+        "status",
+        "category",
+        "imdb",
+    )
+    download_request = {
+        "type": "object",
+        "description": "Keys match in any letter case.",
+        "properties": {
+            "Name": {"type": "string"},
+            "Info_hash": {"type": "string", "description": "40 hex or 32 base32 characters"},
+            "SavePath": {
+                "type": "string",
+                "description": "Absolute; inside qBittorrent's download folder, a library folder "
+                "(as qBittorrent sees it, through PATH_MAP) or SAVE_ROOTS",
+            },
+        },
+        "required": ["Info_hash"],
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "jellyfin-torrent-gateway /torrent API",
+            "version": "1",
+            "description": "Admin-only: send a Jellyfin administrator's token or a Jellyfin API key. "
+            'Errors are {"error": reason}.',
+        },
+        "servers": [{"url": prefix or "/"}],
+        "components": {
+            "securitySchemes": {
+                "MediaBrowser": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": 'MediaBrowser Token="<Jellyfin access token or API key>"',
+                },
+                "ApiKey": {"type": "apiKey", "in": "query", "name": "ApiKey"},
+            },
+            "schemas": {"Error": _string_fields("error")},
+            "responses": {
+                "Unauthorized": _json(_ERROR, "No, invalid or expired token, or a disabled account"),
+                "Forbidden": _json(_ERROR, "The token's user is not a Jellyfin administrator"),
+                "AdminCheckFailed": _json(
+                    _ERROR, "Jellyfin could not be asked who the caller is (504: too slow)"
+                ),
+            },
+        },
+        "security": [{"MediaBrowser": []}, {"ApiKey": []}],
+        "paths": {
+            "/Test1": {
+                "get": {
+                    "summary": "Check admin access",
+                    "responses": _responses(
+                        _json(
+                            {"type": "string", "example": "test 1 success"}, "The caller is an administrator"
+                        )
+                    ),
+                }
+            },
+            "/libraries": {
+                "get": {
+                    "summary": "Jellyfin libraries and their folders",
+                    "responses": _responses(_json(libraries, "Libraries"), ("500", "Jellyfin failed")),
+                }
+            },
+            "/libraries/paths": {
+                "get": {
+                    "summary": "Jellyfin libraries and their folders",
+                    "responses": _responses(_json(library_paths, "Libraries"), ("500", "Jellyfin failed")),
+                }
+            },
+            "/search": {
+                "get": {
+                    "summary": "Search apibay (first 20 results)",
+                    "parameters": [
+                        {
+                            "name": "q",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1},
+                        },
+                        {
+                            "name": "cat",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "string",
+                                "default": "0",
+                                "pattern": "^[0-9]{1,3}(,[0-9]{1,3})*$",
+                            },
+                        },
+                    ],
+                    "responses": _responses(
+                        _json({"type": "array", "maxItems": 20, "items": search_row}, "Results"),
+                        ("400", "q empty or cat malformed"),
+                        ("500", "apibay failed (the reason says which way)"),
+                    ),
+                }
+            },
+            "/download": {
+                "post": {
+                    "summary": "Add a magnet built from Info_hash (and Name) to qBittorrent",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": download_request}},
+                    },
+                    "responses": _responses(
+                        _json(
+                            _string_fields("Message", "Id", "SavePath", "ServerResponse"),
+                            "Added, or already there",
+                        ),
+                        ("400", "Info_hash missing or malformed, SavePath not allowed, body not JSON"),
+                        ("500", "qBittorrent failed or refused the torrent"),
+                    ),
+                }
+            },
+            "/progress": {
+                "get": {
+                    "summary": "qBittorrent's torrents/info?filter=all, unmodified",
+                    "responses": _responses(
+                        _json({"type": "array", "items": {"type": "object"}}, "Torrents"),
+                        ("500", "qBittorrent failed"),
+                    ),
+                }
+            },
+            "/pause": _action("Pause (stop) one torrent"),
+            "/resume": _action("Resume (start) one torrent"),
+            "/delete": _action(
+                "Delete one torrent",
+                [
+                    {
+                        "name": "deleteFiles",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["true", "false"], "default": "false"},
+                        "description": "true or false, any letter case",
+                    }
+                ],
+            ),
+        },
+    }
