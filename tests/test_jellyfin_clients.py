@@ -32,11 +32,13 @@ def _login_with_apiclient(url: str) -> dict[str, Any]:
         client.start(websocket=True)
         user = client.jellyfin.get_user()
         info = client.jellyfin._get("System/Info")
+        # The socket is up once the client has Jellyfin's ForceKeepAlive and runs its keep-alive
+        # thread (stopping the client before that thread starts crashes the library).
         deadline = time.monotonic() + 5
-        while not client.wsc.wsc or not client.wsc.wsc.sock or not client.wsc.wsc.sock.connected:
+        while not (client.wsc.keepalive is not None and client.wsc.keepalive.is_alive()):
             if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+                raise AssertionError("no ForceKeepAlive reached the client through the gateway")
+            time.sleep(0.02)
         return {"connected": connected["State"], "login": login, "user": user, "info": info}
     finally:
         client.stop()
