@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .apibay import SEARCH_FIELDS
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -80,20 +82,7 @@ def openapi_document(prefix: str) -> dict[str, Any]:
             },
         },
     }
-    search_row = _string_fields(
-        "id",
-        "name",
-        "info_hash",
-        "leechers",
-        "seeders",
-        "num_files",
-        "size",
-        "username",
-        "added",
-        "status",
-        "category",
-        "imdb",
-    )
+    search_row = _string_fields(*SEARCH_FIELDS)
     download_request = {
         "type": "object",
         "description": "Keys match in any letter case.",

@@ -109,12 +109,8 @@ class Proxy:
                 allow_redirects=False,
                 auto_decompress=False,
             )
-        except aiohttp.ConnectionTimeoutError:
-            return _gateway_error(request, 502, "Jellyfin did not accept the connection in time")
-        except aiohttp.SocketTimeoutError:
-            return _gateway_error(request, 504, "Jellyfin did not answer in time")
-        except aiohttp.ClientConnectorError as exc:
-            return _gateway_error(request, 502, f"Jellyfin is unreachable ({_os_reason(exc)})")
+        except (aiohttp.ServerTimeoutError, aiohttp.ClientConnectorError) as exc:
+            return _unreachable(request, exc)
         except (aiohttp.ClientError, OSError) as exc:
             if _client_gone(request):
                 # The client vanished while its body was being sent on: nobody to answer, no error.
@@ -199,12 +195,8 @@ class Proxy:
                     text=f"Jellyfin refused the WebSocket upgrade ({exc.status})",
                 )
             return _gateway_error(request, 502, "Jellyfin answered the WebSocket upgrade wrongly")
-        except aiohttp.ConnectionTimeoutError:
-            return _gateway_error(request, 502, "Jellyfin did not accept the connection in time")
-        except aiohttp.SocketTimeoutError:
-            return _gateway_error(request, 504, "Jellyfin did not answer in time")
-        except aiohttp.ClientConnectorError as exc:
-            return _gateway_error(request, 502, f"Jellyfin is unreachable ({_os_reason(exc)})")
+        except (aiohttp.ServerTimeoutError, aiohttp.ClientConnectorError) as exc:
+            return _unreachable(request, exc)
         except (aiohttp.ClientError, OSError) as exc:
             return _gateway_error(
                 request, 502, f"Jellyfin broke off the WebSocket upgrade ({type(exc).__name__})"
@@ -300,8 +292,16 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
-    return exc.strerror or type(exc.os_error).__name__
+def _unreachable(
+    request: web.Request, exc: aiohttp.ServerTimeoutError | aiohttp.ClientConnectorError
+) -> web.Response:
+    """Connect failures and connect timeouts are 502; a read timeout (Jellyfin silent) is 504."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return _gateway_error(request, 502, "Jellyfin did not accept the connection in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.strerror or type(exc.os_error).__name__
+        return _gateway_error(request, 502, f"Jellyfin is unreachable ({reason})")
+    return _gateway_error(request, 504, "Jellyfin did not answer in time")
 
 
 def _gateway_error(request: web.Request, status: int, reason: str) -> web.Response:

@@ -245,6 +245,16 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> boo
     return True
 
 
+class FakeClock:
+    """A monotonic clock that tests move by hand (``clock.now += 61``)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class _CompatResponse(aiohttp.ClientResponse):
     """aioresponses 0.7.9 predates aiohttp 3.14's required ``stream_writer``; a mocked response has none."""
 

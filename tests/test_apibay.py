@@ -35,7 +35,7 @@ from tests.apibay_standin import (
     default_rows,
     info_hash,
 )
-from tests.conftest import MockedHTTP, ServerFactory, free_port, server_url
+from tests.conftest import FakeClock, MockedHTTP, ServerFactory, free_port, server_url
 
 BASE = URL("https://apibay.test")
 ANY_SEARCH = re.compile(r"^https://apibay\.test/q\.php\?.*$")
@@ -60,14 +60,6 @@ def row(**fields: Any) -> dict[str, Any]:
     }
     base.update(fields)
     return base
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

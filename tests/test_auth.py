@@ -17,7 +17,15 @@ from yarl import URL
 
 from gateway.auth import ElevationCache, decide, extract_credentials, parse_authorization_parts
 from gateway.jellyfin import ClientIdentity, JellyfinClient, authorization_header
-from tests.conftest import GatewayFactory, MockedHTTP, RunningGateway, ServerFactory, free_port, server_url
+from tests.conftest import (
+    FakeClock,
+    GatewayFactory,
+    MockedHTTP,
+    RunningGateway,
+    ServerFactory,
+    free_port,
+    server_url,
+)
 from tests.jellyfin_standin import StandinState
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -310,14 +318,6 @@ async def test_no_token_value_is_ever_logged(
 # --- the cache itself -------------------------------------------------------------------------------
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 async def api_session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
@@ -384,7 +384,7 @@ async def test_a_timeout_is_a_504(api_session: aiohttp.ClientSession) -> None:
 
 
 async def test_decisions_are_cached_by_token_hash_and_expire(api_session: aiohttp.ClientSession) -> None:
-    clock = _Clock()
+    clock = FakeClock()
     cache = ElevationCache(_client(api_session), ttl=10, clock=clock)
     admin = {"Policy": {"IsAdministrator": True}}
     with MockedHTTP() as mocked:
@@ -399,7 +399,7 @@ async def test_decisions_are_cached_by_token_hash_and_expire(api_session: aiohtt
 
 
 async def test_bad_tokens_are_remembered_only_briefly(api_session: aiohttp.ClientSession) -> None:
-    clock = _Clock()
+    clock = FakeClock()
     cache = ElevationCache(_client(api_session), ttl=60, clock=clock)
     with MockedHTTP() as mocked:
         _me(mocked, 401, repeat=True)

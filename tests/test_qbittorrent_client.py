@@ -11,19 +11,11 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from gateway.qbittorrent import LOGIN_RETRY_AFTER, LoginRejected, QbittorrentClient, QbittorrentError
-from tests.conftest import MockedHTTP
+from tests.conftest import FakeClock, MockedHTTP
 
 QB = "http://127.0.0.1:8099"
 API = f"{QB}/api/v2"
 HASH = "0123456789abcdef0123456789abcdef01234567"
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -33,9 +25,9 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def _client(
-    session: aiohttp.ClientSession, *, username: str = "admin", clock: _Clock | None = None
+    session: aiohttp.ClientSession, *, username: str = "admin", clock: FakeClock | None = None
 ) -> QbittorrentClient:
-    return QbittorrentClient(session, URL(QB), username=username, password="pw", clock=clock or _Clock())
+    return QbittorrentClient(session, URL(QB), username=username, password="pw", clock=clock or FakeClock())
 
 
 def _calls(mocked: aioresponses, method: str, path: str) -> list[dict[str, object]]:
@@ -101,7 +93,7 @@ async def test_a_second_403_after_a_fresh_login_is_an_error_not_a_loop(
 async def test_a_rejected_login_is_reported_and_not_retried(
     session: aiohttp.ClientSession, status: int, body: str
 ) -> None:
-    clock = _Clock()
+    clock = FakeClock()
     client = _client(session, clock=clock)
     with MockedHTTP() as mocked:
         mocked.post(f"{API}/auth/login", status=status, body=body, repeat=True)
