@@ -15,7 +15,8 @@ from .proxy import STREAM_CHUNK, Proxy, ProxyConfig
 from .qbittorrent import QbittorrentClient
 from .routing import mount_case_insensitive
 from .settings import Settings
-from .torrent_api import APIBAY, ELEVATION, JELLYFIN, QBITTORRENT, SETTINGS, create_torrent_app
+from .torrent_api import APIBAY, ELEVATION, JELLYFIN, QBITTORRENT, SETTINGS, WATCHER, create_torrent_app
+from .watcher import TorrentWatcher
 
 JELLYFIN_SESSION = web.AppKey("jellyfin_session", aiohttp.ClientSession)
 PROXY = web.AppKey("proxy", Proxy)
@@ -98,7 +99,20 @@ def create_app(settings: Settings) -> web.Application:
                 timeout=settings.qbittorrent_timeout,
             )
             app[APIBAY] = ApibayClient(apibay_session, settings.apibay_url, timeout=settings.apibay_timeout)
-            yield
+            watcher = TorrentWatcher(
+                app[QBITTORRENT],
+                jellyfin,
+                api_key=settings.jellyfin_api_key,
+                path_map=settings.path_map,
+                interval=settings.watch_interval,
+                notify=settings.worker_index == 0,
+            )
+            app[WATCHER] = watcher
+            watcher.start()
+            try:
+                yield
+            finally:
+                await watcher.stop()
 
     app.cleanup_ctx.append(upstream_sessions)
 

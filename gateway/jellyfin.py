@@ -86,23 +86,29 @@ class JellyfinClient:
         # BaseUrl included: API calls go to http://host:8096/jellyfin/Users/Me.
         self._base = str(base_url).rstrip("/")
 
-    async def _get(
+    async def _request(
         self,
+        method: str,
         path: str,
-        token: str,
+        token: str | None,
         *,
-        identity: ClientIdentity | None,
-        extra_headers: Mapping[str, str] | None,
+        identity: ClientIdentity | None = None,
+        extra_headers: ExtraHeaders = None,
+        payload: Any = None,
     ) -> Answer:
-        headers = {
-            **(extra_headers or {}),
-            "Authorization": authorization_header(token, identity),
-            "Accept": "application/json",
-        }
+        """One call; a 200 JSON body is parsed. Failing to reach Jellyfin raises JellyfinUnavailable."""
+        headers = {**(extra_headers or {}), "Accept": "application/json"}
+        if payload is not None:
+            # Explicit: the shared proxy session adds no headers of its own (Jellyfin answers 415 without).
+            headers["Content-Type"] = "application/json"
+        if token is not None:
+            headers["Authorization"] = authorization_header(token, identity)
         try:
-            async with self._session.get(
+            async with self._session.request(
+                method,
                 URL(self._base + path),
                 headers=headers,
+                json=payload,
                 allow_redirects=False,
                 auto_decompress=True,
                 timeout=self._timeout,
@@ -127,6 +133,24 @@ class JellyfinClient:
             raise JellyfinUnavailable(502, f"Jellyfin is unreachable ({reason})") from None
         except aiohttp.ClientError as exc:
             raise JellyfinUnavailable(502, f"Jellyfin broke off {path} ({type(exc).__name__})") from None
+
+    async def _get(
+        self, path: str, token: str, *, identity: ClientIdentity | None, extra_headers: ExtraHeaders
+    ) -> Answer:
+        return await self._request("GET", path, token, identity=identity, extra_headers=extra_headers)
+
+    async def media_updated(self, api_key: str, path: str) -> int:
+        """``POST /Library/Media/Updated``: Jellyfin scans just this path (204)."""
+        updates = {"Updates": [{"Path": path, "UpdateType": "Created"}]}
+        return (await self._request("POST", "/Library/Media/Updated", api_key, payload=updates)).status
+
+    async def refresh_library(self, api_key: str) -> int:
+        """``POST /Library/Refresh``: a full scan, queued at once (204)."""
+        return (await self._request("POST", "/Library/Refresh", api_key)).status
+
+    async def public_info(self) -> Answer:
+        """``GET /System/Info/Public`` (anonymous): is Jellyfin up, and which version."""
+        return await self._request("GET", "/System/Info/Public", None)
 
     async def current_user(
         self,

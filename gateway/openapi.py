@@ -89,6 +89,10 @@ def openapi_document(prefix: str) -> dict[str, Any]:
         "properties": {
             "Name": {"type": "string"},
             "Info_hash": {"type": "string", "description": "40 hex or 32 base32 characters"},
+            "Library": {
+                "type": "string",
+                "description": "A Jellyfin library name: save into its first folder as qBittorrent sees it",
+            },
             "SavePath": {
                 "type": "string",
                 "description": "Absolute; inside qBittorrent's download folder, a library folder "
@@ -201,6 +205,22 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                         _json({"type": "array", "items": {"type": "object"}}, "Torrents"),
                         ("500", "qBittorrent failed"),
                     ),
+                }
+            },
+            "/events": {
+                "get": {
+                    "summary": "Live torrent changes (Server-Sent Events)",
+                    "description": "'snapshot' {torrents: [...]}, then 'delta' "
+                    "{torrents: {hash: changed fields}, removed: [hash]}",
+                    "responses": _responses(
+                        {"description": "An event stream", "content": {"text/event-stream": {}}}
+                    ),
+                }
+            },
+            "/health": {
+                "get": {
+                    "summary": "Jellyfin, qBittorrent and apibay reachability; the watcher's state",
+                    "responses": _responses(_json({"type": "object"}, "Health")),
                 }
             },
             "/pause": _action("Pause (stop) one torrent"),

@@ -211,6 +211,11 @@ class QbittorrentClient:
             self._webapi = _version_tuple(text)
         return self._webapi
 
+    async def app_version(self) -> str:
+        """The application version, e.g. ``v4.5.2``."""
+        _, text = await self._call("GET", "app/version")
+        return text.strip()
+
     async def _uses_stop_start(self) -> bool:
         return await self.webapi_version() >= (2, 11)
 
@@ -279,4 +284,19 @@ class QbittorrentClient:
             "POST",
             "torrents/delete",
             data={"hashes": _one_id(torrent_hash), "deleteFiles": "true" if delete_files else "false"},
+        )
+
+    async def maindata(self, rid: int) -> dict[str, Any]:
+        """``sync/maindata?rid=``: everything at rid 0 (or an unknown rid), then only what changed."""
+        data, _ = await self._json("sync/maindata", {"rid": str(rid)})
+        if not isinstance(data, dict):
+            raise QbittorrentError("qBittorrent answered sync/maindata with something that is not an object")
+        return data
+
+    async def add_tags(self, torrent_hash: str, tags: list[str]) -> None:
+        """Tags are created on first use; a tag may not contain a comma (it separates the list)."""
+        if any("," in tag or not tag.strip() for tag in tags):
+            raise ValueError("tags must be non-empty and free of commas")
+        await self._call(
+            "POST", "torrents/addTags", data={"hashes": _one_id(torrent_hash), "tags": ",".join(tags)}
         )

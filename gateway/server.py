@@ -9,6 +9,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -77,7 +78,7 @@ def supervise(settings: Settings) -> int:
     """
     context = multiprocessing.get_context("fork")
     workers = [
-        context.Process(target=_run_worker, args=(settings,), name=f"worker-{n}")
+        context.Process(target=_run_worker, args=(replace(settings, worker_index=n),), name=f"worker-{n}")
         for n in range(settings.workers)
     ]
     stopping = False

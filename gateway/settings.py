@@ -62,6 +62,9 @@ class Settings:
     qbittorrent_timeout: float = 10.0
     trackers: tuple[str, ...] = DEFAULT_TRACKERS
     save_roots: tuple[str, ...] = ()
+    watch_interval: float = 1.0
+    #: Set by the supervisor, not by a variable: which of GATEWAY_WORKERS this process is (0 notifies).
+    worker_index: int = 0
 
     @property
     def base_path(self) -> str:

@@ -7,8 +7,10 @@ runs behind the admin check.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,7 +22,7 @@ from .auth import CREDENTIALS, ElevationCache, admin_middleware, public
 from .forwarding import forwarding_headers
 from .jellyfin import JellyfinClient, JellyfinUnavailable
 from .openapi import openapi_document
-from .paths import PathError, clean_absolute, is_within, qbittorrent_view
+from .paths import PathError, clean_absolute, is_within, qbittorrent_view, to_qbittorrent
 from .qbittorrent import QbittorrentClient, QbittorrentError
 from .settings import Settings
 from .validation import (
@@ -33,6 +35,7 @@ from .validation import (
     query_value,
     torrent_hash,
 )
+from .watcher import GATEWAY_TAG, TorrentWatcher, library_tag
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,9 @@ SETTINGS = web.AppKey("settings", Settings)
 JELLYFIN = web.AppKey("jellyfin", JellyfinClient)
 QBITTORRENT = web.AppKey("qbittorrent", QbittorrentClient)
 APIBAY = web.AppKey("apibay", ApibayClient)
+WATCHER = web.AppKey("watcher", TorrentWatcher)
+#: Seconds between SSE comments that keep idle proxies and browsers from closing the stream.
+SSE_KEEPALIVE = 15.0
 
 
 class UpstreamFailure(Exception):
@@ -148,6 +154,26 @@ async def _allowed_save_roots(request: web.Request, qbittorrent: QbittorrentClie
     return roots + list(settings.save_roots)
 
 
+async def _library_save_path(request: web.Request, wanted: str) -> tuple[str, str]:
+    """(name, first folder as qBittorrent sees it) of a library named in any letter case.
+
+    PATH_MAP translates the folder; with no PATH_MAP both sides use the same paths."""
+    path_map = request.config_dict[SETTINGS].path_map
+    for name, folders in await _libraries(request):
+        if name.casefold() != wanted.strip().casefold():
+            continue
+        for folder in folders:
+            try:
+                clean = clean_absolute(folder)
+            except PathError:
+                continue
+            mapped = to_qbittorrent(clean, path_map) if path_map else clean
+            if mapped is not None:
+                return name, mapped
+        raise BadRequest(f"Library {name!r} has no folder that PATH_MAP translates for qBittorrent")
+    raise BadRequest(f"Jellyfin has no library named {wanted!r}")
+
+
 async def download(request: web.Request) -> web.Response:
     """``POST /torrent/download``: add one magnet built from Info_hash (and Name) to qBittorrent."""
     fields = body_fields(await _read_json(request))
@@ -161,6 +187,8 @@ async def download(request: web.Request) -> web.Response:
     qbittorrent = request.config_dict[QBITTORRENT]
     settings = request.config_dict[SETTINGS]
 
+    library = optional_text(fields, "Library")
+    tags = [GATEWAY_TAG]
     save_path: str | None = None
     if raw_save_path is not None:
         try:
@@ -173,10 +201,14 @@ async def download(request: web.Request) -> web.Response:
                 "SavePath must be inside qBittorrent's download folder or a library folder: "
                 + ", ".join(roots)
             )
+    if library is not None:
+        library_name, library_path = await _library_save_path(request, library)
+        save_path = save_path or library_path
+        tags.append(library_tag(library_name))
 
     existing = await qbittorrent.torrents([torrent_id])
     result = await qbittorrent.add_magnet(
-        magnet_link(given_hash, name, settings.trackers), save_path=save_path
+        magnet_link(given_hash, name, settings.trackers), save_path=save_path, tags=",".join(tags)
     )
     if result.accepted:
         return web.json_response(
@@ -260,6 +292,78 @@ async def delete(request: web.Request) -> web.Response:
     return await _on_one_torrent(request, act, message)
 
 
+async def events(request: web.Request) -> web.StreamResponse:
+    """``GET /torrent/events``: Server-Sent Events, a ``snapshot`` of all torrents, then ``delta``s.
+
+    Every listener shares the watcher's one poller; a listener that falls far behind is dropped and
+    its browser reconnects to a fresh snapshot.
+    """
+    watcher = request.config_dict[WATCHER]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    queue = watcher.subscribe()
+    try:
+        await response.write(b"retry: 2000\n\n")
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if event is None:
+                break
+            await response.write(event.encode())
+    except ConnectionError:
+        pass  # the browser went away
+    finally:
+        watcher.unsubscribe(queue)
+    return response
+
+
+async def _timed(check: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    started = time.monotonic()
+    try:
+        result = {"ok": True, **await check}
+    except (JellyfinUnavailable, QbittorrentError, ApibayError, UpstreamFailure) as exc:
+        result = {"ok": False, "error": exc.reason}
+    result["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+    return result
+
+
+async def health(request: web.Request) -> web.Response:
+    """``GET /torrent/health``: can the gateway reach Jellyfin, qBittorrent and apibay; the watcher."""
+    config = request.config_dict
+
+    async def jellyfin() -> dict[str, Any]:
+        answer = await config[JELLYFIN].public_info()
+        if answer.status != 200 or not isinstance(answer.body, dict):
+            raise UpstreamFailure(f"Jellyfin answered /System/Info/Public with HTTP {answer.status}")
+        return {"version": answer.body.get("Version"), "server_name": answer.body.get("ServerName")}
+
+    async def qbittorrent() -> dict[str, Any]:
+        client = config[QBITTORRENT]
+        return {
+            "version": await client.app_version(),
+            "webapi_version": ".".join(map(str, await client.webapi_version())),
+        }
+
+    async def apibay() -> dict[str, Any]:
+        await config[APIBAY].search("jellyfin", "0")
+        return {}
+
+    checks = await asyncio.gather(_timed(jellyfin()), _timed(qbittorrent()), _timed(apibay()))
+    return web.json_response(
+        {
+            "jellyfin": checks[0],
+            "qbittorrent": checks[1],
+            "apibay": checks[2],
+            "watcher": config[WATCHER].status(),
+        }
+    )
+
+
 def create_torrent_app(settings: Settings) -> web.Application:
     """The sub-app mounted at BASE/torrent; it reads shared resources through ``config_dict``."""
     prefix = settings.torrent_prefix.lower()
@@ -285,5 +389,7 @@ def create_torrent_app(settings: Settings) -> web.Application:
     app.router.add_post(f"{prefix}/pause", pause)
     app.router.add_post(f"{prefix}/resume", resume)
     app.router.add_post(f"{prefix}/delete", delete)
+    app.router.add_get(f"{prefix}/events", events)
+    app.router.add_get(f"{prefix}/health", health)
     app.router.add_get(f"{prefix}/openapi.json", openapi)
     return app

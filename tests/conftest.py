@@ -63,6 +63,11 @@ class RunningGateway:
     port: int
     app: web.Application
     settings: Settings
+    runner: web.AppRunner
+
+    async def stop(self) -> None:
+        """Shut down as at SIGTERM: cleanup contexts run, sockets close."""
+        await self.runner.cleanup()
 
 
 @pytest.fixture
@@ -75,18 +80,28 @@ async def gateway_factory() -> AsyncIterator[GatewayFactory]:
     runners: list[web.AppRunner] = []
 
     async def make(upstream: URL | str, **overrides: Any) -> RunningGateway:
-        settings = replace(Settings(jellyfin_url=URL(str(upstream)), host="127.0.0.1", port=0), **overrides)
+        # Upstreams a test does not set point at a closed loopback port: nothing may leave this machine.
+        closed = URL(f"http://127.0.0.1:{free_port()}")
+        base = Settings(
+            jellyfin_url=URL(str(upstream)),
+            host="127.0.0.1",
+            port=0,
+            qbittorrent_url=closed,
+            apibay_url=closed,
+        )
+        settings = replace(base, **overrides)
         app = create_app(settings)
         runner = web.AppRunner(app, **runner_options(settings))
         await runner.setup()
         runners.append(runner)
         await web.TCPSite(runner, settings.host, settings.port).start()
         host, port = runner.addresses[0][:2]
-        return RunningGateway(host, port, app, settings)
+        return RunningGateway(host, port, app, settings, runner)
 
     yield make
     for runner in reversed(runners):
-        await runner.cleanup()
+        if runner.server is not None:  # not stopped by the test already
+            await runner.cleanup()
 
 
 @pytest.fixture

@@ -1,0 +1,361 @@
+"""The torrent watcher: notifications (unit, mocked upstreams) and live events (real qBittorrent)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from aioresponses import aioresponses
+from yarl import URL
+
+from gateway.jellyfin import JellyfinClient
+from gateway.qbittorrent import QbittorrentClient
+from gateway.torrent_api import WATCHER
+from gateway.watcher import GATEWAY_TAG, NOTIFIED_TAG, TorrentWatcher, library_tag, tags_of
+from tests.conftest import (
+    FakeClock,
+    GatewayFactory,
+    MockedHTTP,
+    QbtFactory,
+    RunningGateway,
+    server_url,
+    wait_until,
+)
+from tests.jellyfin_standin import Library, StandinState
+from tests.qbittorrent_nox import QbtInstance
+
+QB = "http://127.0.0.1:8099/api/v2"
+JF = "http://127.0.0.1:8096"
+KEY = "fedcba9876543210fedcba9876543210"
+HASH = "0123456789abcdef0123456789abcdef01234567"
+PATH_MAP = (("/media", "/downloads"),)
+_KEY = aiohttp.client_reqrep.ConnectionKey("127.0.0.1", 8096, False, True, None, None, None)
+LIBRARIES = [{"Name": "Movies", "Locations": ["/media/movies"]}]
+
+
+def _torrent(**fields: Any) -> dict[str, Any]:
+    return {
+        "name": "Movie",
+        "progress": 1,
+        "state": "stalledUP",
+        "tags": GATEWAY_TAG,
+        "content_path": "/downloads/movies/Movie",
+        "save_path": "/downloads/movies",
+        **fields,
+    }
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        yield session
+
+
+def _watcher(session: aiohttp.ClientSession, clock: FakeClock | None = None) -> TorrentWatcher:
+    qbittorrent = QbittorrentClient(session, URL(QB.removesuffix("/api/v2")), username="", password="")
+    jellyfin = JellyfinClient(session, URL(JF), connect_timeout=1)
+    return TorrentWatcher(
+        qbittorrent,
+        jellyfin,
+        api_key=KEY,
+        path_map=PATH_MAP,
+        interval=1,
+        notify=True,
+        clock=clock or FakeClock(),
+    )
+
+
+def _maindata(
+    mocked: aioresponses, rid: int, torrents: dict[str, Any], *, full: bool = False, **extra: Any
+) -> None:
+    body = {"rid": rid + 1, "torrents": torrents, **extra}
+    if full:
+        body["full_update"] = True
+    mocked.get(f"{QB}/sync/maindata?rid={rid}", payload=body)
+
+
+def _posts(mocked: aioresponses, url: str) -> list[Any]:
+    return [
+        call.kwargs.get("json") or call.kwargs.get("data")
+        for call in mocked.requests.get(("POST", URL(url)), [])
+    ]
+
+
+async def test_a_finished_gateway_torrent_is_announced_once_with_jellyfins_path(
+    session: aiohttp.ClientSession,
+) -> None:
+    watcher = _watcher(session)
+    with MockedHTTP() as mocked:
+        _maindata(mocked, 0, {HASH: _torrent()}, full=True)
+        mocked.get(f"{JF}/Library/VirtualFolders", payload=LIBRARIES)
+        mocked.post(f"{JF}/Library/Media/Updated", status=204)
+        mocked.post(f"{QB}/torrents/addTags", body="")
+        _maindata(mocked, 1, {HASH: {"tags": f"{GATEWAY_TAG}, {NOTIFIED_TAG}"}})
+        await watcher.poll_once()
+        await watcher.poll_once()
+        assert _posts(mocked, f"{JF}/Library/Media/Updated") == [
+            {"Updates": [{"Path": "/media/movies/Movie", "UpdateType": "Created"}]}
+        ]
+        assert _posts(mocked, f"{QB}/torrents/addTags") == [{"hashes": HASH, "tags": NOTIFIED_TAG}]
+        headers = mocked.requests[("POST", URL(f"{JF}/Library/Media/Updated"))][0].kwargs["headers"]
+        assert headers["Authorization"] == f'MediaBrowser Token="{KEY}"'
+    assert watcher.last_notification is not None
+    assert watcher.last_notification.call == "/Library/Media/Updated"
+
+
+@pytest.mark.parametrize(
+    "torrent",
+    [
+        _torrent(tags=""),  # not the gateway's
+        _torrent(tags=f"{GATEWAY_TAG}, {NOTIFIED_TAG}"),  # already announced (before a restart, say)
+        _torrent(progress=0.5, state="downloading"),
+        _torrent(progress=1, state="checkingUP"),
+        _torrent(progress=1, state="moving"),
+    ],
+)
+async def test_other_torrents_are_left_alone(session: aiohttp.ClientSession, torrent: dict[str, Any]) -> None:
+    watcher = _watcher(session)
+    with MockedHTTP() as mocked:
+        _maindata(mocked, 0, {HASH: torrent}, full=True)
+        await watcher.poll_once()
+        assert [key for key in mocked.requests if key[0] == "POST"] == []
+
+
+@pytest.mark.parametrize(
+    ("torrent", "updated_status"),
+    [
+        (_torrent(content_path="/elsewhere/Movie"), None),  # outside PATH_MAP: in no library
+        (_torrent(content_path="/downloads/other/Movie"), None),  # mapped, but in no library
+        (_torrent(), 500),  # Jellyfin refused the targeted call
+    ],
+)
+async def test_otherwise_the_whole_library_is_refreshed(
+    session: aiohttp.ClientSession, torrent: dict[str, Any], updated_status: int | None
+) -> None:
+    watcher = _watcher(session)
+    with MockedHTTP() as mocked:
+        _maindata(mocked, 0, {HASH: torrent}, full=True)
+        mocked.get(f"{JF}/Library/VirtualFolders", payload=LIBRARIES)
+        if updated_status is not None:
+            mocked.post(f"{JF}/Library/Media/Updated", status=updated_status)
+        mocked.post(f"{JF}/Library/Refresh", status=204)
+        mocked.post(f"{QB}/torrents/addTags", body="")
+        await watcher.poll_once()
+        assert len(_posts(mocked, f"{JF}/Library/Refresh")) == 1
+        assert len(_posts(mocked, f"{QB}/torrents/addTags")) == 1
+
+
+async def test_jellyfin_down_delays_the_notification_with_backoff_and_never_loses_it(
+    session: aiohttp.ClientSession,
+) -> None:
+    clock = FakeClock()
+    watcher = _watcher(session, clock)
+    with MockedHTTP() as mocked:
+        _maindata(mocked, 0, {HASH: _torrent()}, full=True)
+        refused = OSError(111, "Connection refused")
+        mocked.get(f"{JF}/Library/VirtualFolders", exception=aiohttp.ClientConnectorError(_KEY, refused))
+        await watcher.poll_once()
+        assert watcher.pending() == [HASH]
+        assert "unreachable" in str(watcher.last_error)
+        # Within the backoff nothing is tried; after it, Jellyfin is back and the torrent is announced.
+        _maindata(mocked, 1, {})
+        clock.now += 1
+        await watcher.poll_once()
+        assert ("POST", URL(f"{JF}/Library/Media/Updated")) not in mocked.requests
+        _maindata(mocked, 2, {})
+        mocked.get(f"{JF}/Library/VirtualFolders", payload=LIBRARIES)
+        mocked.post(f"{JF}/Library/Media/Updated", status=204)
+        mocked.post(f"{QB}/torrents/addTags", body="")
+        clock.now += 5
+        await watcher.poll_once()
+        assert len(_posts(mocked, f"{JF}/Library/Media/Updated")) == 1
+    assert watcher.pending() == []
+
+
+async def test_deltas_and_removals_reach_subscribers(session: aiohttp.ClientSession) -> None:
+    watcher = _watcher(session)
+    watcher.notify = False
+    queue = watcher.subscribe()
+    with MockedHTTP() as mocked:
+        _maindata(mocked, 0, {HASH: _torrent(progress=0.1, state="downloading")}, full=True)
+        _maindata(mocked, 1, {HASH: {"progress": 0.5}})
+        _maindata(mocked, 2, {}, torrents_removed=[HASH])
+        for _ in range(3):
+            await watcher.poll_once()
+    events = [str(queue.get_nowait()) for _ in range(3)]
+    assert events[0].startswith("event: snapshot\n")
+    assert json.loads(events[0].split("data: ", 1)[1])["torrents"][0]["hash"] == HASH
+    assert json.loads(events[1].split("data: ", 1)[1]) == {
+        "torrents": {HASH: {"progress": 0.5, "hash": HASH}},
+        "removed": [],
+    }
+    assert json.loads(events[2].split("data: ", 1)[1]) == {"torrents": {}, "removed": [HASH]}
+    # A late subscriber starts from the current state.
+    late = watcher.subscribe()
+    assert json.loads(str(late.get_nowait()).split("data: ", 1)[1]) == {"torrents": []}
+
+
+def test_library_tags_carry_no_commas() -> None:
+    assert library_tag("Movies, Kids") == "jellyfin-gateway-library:Movies Kids"
+    assert tags_of({"tags": "a, b,c"}) == {"a", "b", "c"}
+
+
+# --- with a real qBittorrent ------------------------------------------------------------------------
+
+Live = tuple[RunningGateway, QbtInstance, dict[str, str]]
+
+
+@pytest.fixture
+async def live(
+    qbt_factory: QbtFactory,
+    jellyfin: TestServer,
+    standin_state: StandinState,
+    gateway_factory: GatewayFactory,
+) -> Live:
+    qbt = await qbt_factory()
+    library_root = qbt.downloads.parent / "library"
+    gateway = await gateway_factory(
+        server_url(jellyfin),
+        qbittorrent_url=URL(qbt.url),
+        qbittorrent_username=qbt.username,
+        qbittorrent_password=qbt.password,
+        path_map=(("/media", str(library_root)),),
+        trackers=(),
+        watch_interval=0.1,
+    )
+    token = standin_state.issue_token(standin_state.user_by_name("admin"))
+    return gateway, qbt, {"Authorization": f'MediaBrowser Token="{token}"'}
+
+
+def _hashes(kind: str, data: Any) -> set[str]:
+    torrents = data["torrents"]
+    return set(torrents) if kind == "delta" else {t["hash"] for t in torrents}
+
+
+async def _read_events(response: aiohttp.ClientResponse, events: list[tuple[str, Any]]) -> None:
+    event = ""
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            events.append((event, json.loads(line[6:])))
+
+
+async def test_two_listeners_share_one_poller_that_runs_only_while_someone_listens(
+    http: aiohttp.ClientSession, live: Live
+) -> None:
+    gateway, _, headers = live
+
+    watcher = gateway.app[WATCHER]
+    await asyncio.sleep(0.3)
+    assert watcher.polls == 0  # no listener, no API key: no polling
+    streams = [await http.get(server_url(gateway, "/torrent/events"), headers=headers) for _ in range(2)]
+    seen: list[list[tuple[str, Any]]] = [[], []]
+    readers = [asyncio.create_task(_read_events(s, e)) for s, e in zip(streams, seen, strict=True)]
+    try:
+        assert all(s.status == 200 and s.content_type == "text/event-stream" for s in streams)
+        assert await wait_until(lambda: watcher.subscribers == 2)
+        async with http.post(
+            server_url(gateway, "/torrent/download"),
+            headers=headers,
+            json={"Info_hash": "A" * 40, "Library": "Movies"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        for events in seen:
+            assert await wait_until(
+                lambda events=events: any(  # type: ignore[misc]
+                    "a" * 40
+                    in (data["torrents"] if kind == "delta" else {t["hash"]: t for t in data["torrents"]})
+                    for kind, data in events
+                )
+            )
+            assert events[0][0] == "snapshot"
+        before = watcher.polls
+        await asyncio.sleep(1.0)
+        assert watcher.polls - before <= 12  # one poller at 0.1 s, not one per listener
+    finally:
+        for reader in readers:
+            reader.cancel()
+        for stream in streams:
+            stream.close()
+    assert await wait_until(lambda: watcher.subscribers == 0, 20)
+    await asyncio.sleep(0.3)
+    idle = watcher.polls
+    await asyncio.sleep(0.5)
+    assert watcher.polls == idle
+
+
+async def test_a_download_into_a_library_lands_in_its_folder_with_the_gateway_tags(
+    http: aiohttp.ClientSession, live: Live
+) -> None:
+    gateway, qbt, headers = live
+    async with http.post(
+        server_url(gateway, "/torrent/download"),
+        headers=headers,
+        json={"Info_hash": "B" * 40, "library": "shows"},
+    ) as resp:
+        answer = await resp.json()
+        assert resp.status == 200, answer
+    expected = str(qbt.downloads.parent / "library" / "tv")
+    assert answer["SavePath"] == expected
+    for _ in range(100):
+        found = await qbt.torrents(hashes="b" * 40)
+        if found:
+            break
+        await asyncio.sleep(0.05)
+    assert found[0]["save_path"].rstrip("/") == expected
+    assert tags_of(found[0]) == {GATEWAY_TAG, library_tag("Shows")}
+
+
+@pytest.mark.parametrize(("library", "reason"), [("Nope", "no library named"), ("", "no library named")])
+async def test_an_unknown_library_is_a_400_and_adds_nothing(
+    http: aiohttp.ClientSession, live: Live, library: str, reason: str
+) -> None:
+    gateway, qbt, headers = live
+    async with http.post(
+        server_url(gateway, "/torrent/download"),
+        headers=headers,
+        json={"Info_hash": "C" * 40, "Library": library},
+    ) as resp:
+        assert resp.status == 400
+        assert reason in (await resp.json())["error"]
+    assert await qbt.torrents() == []
+
+
+async def test_a_library_outside_path_map_is_a_400(
+    http: aiohttp.ClientSession, live: Live, standin_state: StandinState
+) -> None:
+    standin_state.libraries.append(Library("Music", ["/srv/music"], "music"))
+    gateway, qbt, headers = live
+    async with http.post(
+        server_url(gateway, "/torrent/download"),
+        headers=headers,
+        json={"Info_hash": "C" * 40, "Library": "Music"},
+    ) as resp:
+        assert resp.status == 400
+        assert "PATH_MAP" in (await resp.json())["error"]
+    assert await qbt.torrents() == []
+
+
+async def test_health_reports_every_upstream_and_the_watcher(http: aiohttp.ClientSession, live: Live) -> None:
+    gateway, qbt, headers = live
+    async with http.get(server_url(gateway, "/torrent/health"), headers=headers) as resp:
+        assert resp.status == 200
+        health = await resp.json()
+    assert health["jellyfin"]["ok"] is True
+    assert health["jellyfin"]["version"] == "10.11.0"
+    assert health["qbittorrent"] == {
+        "ok": True,
+        "version": qbt.version,
+        "webapi_version": qbt.webapi_version,
+        "latency_ms": health["qbittorrent"]["latency_ms"],
+    }
+    assert health["apibay"]["ok"] is False  # a closed port in these tests
+    assert "unreachable" in health["apibay"]["error"]
+    assert health["watcher"]["notifications"] is False  # no JELLYFIN_API_KEY
