@@ -4,12 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests and benchmarks need (installed only when missing; root or sudo).
-TEST_DEBS :=
+TEST_DEBS := chromium
 BENCH_DEBS := nginx-light wrk curl
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install run test lint bench system-deps qbittorrent clean
+.PHONY: install run test lint bench screenshots system-deps qbittorrent clean
 
 $(BIN)/activate:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -50,6 +50,11 @@ test: install qbittorrent
 	@$(MAKE) --no-print-directory system-deps DEBS="$(TEST_DEBS)"
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# PNGs of every admin page (taken by the browser tests) into docs/.
+screenshots: install qbittorrent
+	@$(MAKE) --no-print-directory system-deps DEBS="$(TEST_DEBS)"
+	SCREENSHOTS_DIR=docs $(BIN)/python -m pytest -q tests/test_admin_pages.py
 
 bench: install
 	@$(MAKE) --no-print-directory system-deps DEBS="$(BENCH_DEBS)"

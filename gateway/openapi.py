@@ -153,6 +153,14 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                     "responses": _responses(_json(library_paths, "Libraries"), ("500", "Jellyfin failed")),
                 }
             },
+            "/libraries/mapped": {
+                "get": {
+                    "summary": "Library folders as Jellyfin and as qBittorrent (PATH_MAP) see them",
+                    "responses": _responses(
+                        _json({"type": "array", "items": {"type": "object"}}, "Libraries")
+                    ),
+                }
+            },
             "/search": {
                 "get": {
                     "summary": "Search apibay (first 20 results)",

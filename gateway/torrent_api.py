@@ -22,6 +22,7 @@ from .auth import CREDENTIALS, ElevationCache, admin_middleware, public
 from .forwarding import forwarding_headers
 from .jellyfin import JellyfinClient, JellyfinUnavailable
 from .openapi import openapi_document
+from .pages import add_pages
 from .paths import PathError, clean_absolute, is_within, qbittorrent_view, to_qbittorrent
 from .qbittorrent import QbittorrentClient, QbittorrentError
 from .settings import Settings
@@ -122,6 +123,30 @@ async def libraries_paths(request: web.Request) -> web.Response:
     """``GET /torrent/libraries/paths``: ``[{LibraryName, FolderPaths}]``."""
     return web.json_response(
         [{"LibraryName": name, "FolderPaths": paths} for name, paths in await _libraries(request)]
+    )
+
+
+async def libraries_mapped(request: web.Request) -> web.Response:
+    """``GET /torrent/libraries/mapped``: each library folder as Jellyfin and as qBittorrent sees it.
+
+    Not in the original spec; the admin pages show it so a wrong PATH_MAP is visible before a
+    download lands where Jellyfin cannot see it. ``QBittorrent`` is null for an unmapped folder.
+    """
+    path_map = request.config_dict[SETTINGS].path_map
+    return web.json_response(
+        [
+            {
+                "Name": name,
+                "Folders": [
+                    {
+                        "Jellyfin": folder,
+                        "QBittorrent": to_qbittorrent(folder, path_map) if path_map else folder,
+                    }
+                    for folder in folders
+                ],
+            }
+            for name, folders in await _libraries(request)
+        ]
     )
 
 
@@ -383,6 +408,7 @@ def create_torrent_app(settings: Settings) -> web.Application:
     app.router.add_get(f"{prefix}/test1", test1)
     app.router.add_get(f"{prefix}/libraries", libraries)
     app.router.add_get(f"{prefix}/libraries/paths", libraries_paths)
+    app.router.add_get(f"{prefix}/libraries/mapped", libraries_mapped)
     app.router.add_get(f"{prefix}/search", search)
     app.router.add_post(f"{prefix}/download", download)
     app.router.add_get(f"{prefix}/progress", progress)
@@ -392,4 +418,5 @@ def create_torrent_app(settings: Settings) -> web.Application:
     app.router.add_get(f"{prefix}/events", events)
     app.router.add_get(f"{prefix}/health", health)
     app.router.add_get(f"{prefix}/openapi.json", openapi)
+    add_pages(app, settings)
     return app

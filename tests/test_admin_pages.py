@@ -1,0 +1,285 @@
+"""The admin pages in a real headless Chromium (Debian's), against the gateway, the Jellyfin and apibay
+stand-ins and a real qbittorrent-nox.
+
+Every test also fails on a JavaScript error, a console error or any dialog (an XSS payload that ran
+would open one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Dialog,
+    Page,
+    async_playwright,
+    expect,
+)
+from yarl import URL
+
+from gateway.pages import CONTENT_SECURITY_POLICY
+from tests.apibay_standin import ApibayState, create_apibay_standin
+from tests.conftest import GatewayFactory, RunningGateway, ServerFactory, server_url
+from tests.jellyfin_standin import StandinState
+from tests.qbittorrent_nox import QbtInstance, binaries, new_base_dir, require_binary, start_qbittorrent
+
+CHROMIUM = "/usr/bin/chromium"
+XSS_NAME = "<img src=x onerror=alert(1)>"
+TIMEOUT_MS = 15_000
+
+
+@dataclass
+class Site:
+    gateway: RunningGateway
+    qbt: QbtInstance
+    standin: StandinState
+    problems: list[str] = field(default_factory=list)
+    #: Console lines a test provokes on purpose (Chromium logs every 4xx answer as an error).
+    expected: list[str] = field(default_factory=list)
+
+    @property
+    def ui(self) -> str:
+        return str(server_url(self.gateway, "/torrent/ui"))
+
+    def token(self, user: str) -> str:
+        return self.standin.issue_token(self.standin.user_by_name(user))
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium (make test does)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def qbt() -> AsyncIterator[QbtInstance]:
+    binary = binaries()["4.5"]
+    require_binary(binary)
+    base_dir = new_base_dir()
+    instance = await start_qbittorrent(binary, base_dir)
+    try:
+        yield instance
+    finally:
+        await instance.stop()
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def site(
+    qbt: QbtInstance,
+    jellyfin: TestServer,
+    standin_state: StandinState,
+    aiohttp_server: ServerFactory,
+    gateway_factory: GatewayFactory,
+) -> Site:
+    apibay = await aiohttp_server(create_apibay_standin(ApibayState()))
+    gateway = await gateway_factory(
+        server_url(jellyfin),
+        qbittorrent_url=URL(qbt.url),
+        qbittorrent_username=qbt.username,
+        qbittorrent_password=qbt.password,
+        apibay_url=server_url(apibay),
+        path_map=(("/media", str(qbt.downloads.parent / "library")),),
+        trackers=(),
+        watch_interval=0.2,
+    )
+    return Site(gateway, qbt, standin_state)
+
+
+@pytest.fixture
+async def context(browser: Browser, site: Site) -> AsyncIterator[BrowserContext]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    yield context
+    await context.close()
+    assert site.problems == [], site.problems
+
+
+def _watch(page: Page, site: Site) -> Page:
+    def console(message: ConsoleMessage) -> None:
+        if message.type == "error" and not any(text in message.text for text in site.expected):
+            site.problems.append(f"console error: {message.text}")
+
+    async def dialog(d: Dialog) -> None:
+        site.problems.append(f"dialog opened: {d.type} {d.message}")
+        await d.dismiss()
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: site.problems.append(f"page error: {error}"))
+    page.on("dialog", dialog)
+    return page
+
+
+async def _signed_in_page(context: BrowserContext, site: Site, user: str = "admin") -> Page:
+    """A page whose Jellyfin web client already signed in (it keeps jellyfin_credentials)."""
+    credentials = {
+        "Servers": [{"Id": "x", "AccessToken": site.token(user), "DateLastAccessed": "2026-11-26T20:00:00Z"}]
+    }
+    await context.add_init_script(
+        f"window.localStorage.setItem('jellyfin_credentials', {json.dumps(json.dumps(credentials))});"
+    )
+    return _watch(await context.new_page(), site)
+
+
+async def _screenshot(page: Page, name: str, tmp_path: Path, *, full_page: bool = True) -> None:
+    target = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=full_page)
+    assert path.stat().st_size > 5_000
+
+
+async def test_signing_in_through_the_form_opens_the_search_page(
+    context: BrowserContext, site: Site, tmp_path: Path
+) -> None:
+    page = _watch(await context.new_page(), site)
+    await page.goto(site.ui + "/search")
+    await expect(page).to_have_url(site.ui + "/signin")
+    await expect(page.locator("#signout")).to_be_hidden()
+    await _screenshot(page, "signin", tmp_path)
+    await page.locator("#username").fill("admin")
+    site.expected.append("the server responded with a status of 401")
+    await page.locator("#password").fill("wrong")
+    await page.locator("#signin-submit").click()
+    await expect(page.locator("#feedback")).to_contain_text("Wrong user name or password")
+    await page.locator("#password").fill("adminpw")
+    await page.locator("#signin-submit").click()
+    await expect(page).to_have_url(site.ui + "/search")
+    await expect(page.locator("#search-form")).to_be_visible()
+    site.expected.clear()
+    token = await page.evaluate("localStorage.getItem('jellyfin-gateway.token')")
+    assert token in site.standin.tokens
+    # The token travels in headers only: no request of the page put it in a URL.
+    assert all(token not in r.path_qs for r in site.standin.requests)
+    await page.locator("#signout").click()
+    await expect(page).to_have_url(site.ui + "/signin")
+
+
+async def test_a_jellyfin_web_sign_in_is_reused_without_a_second_password(
+    context: BrowserContext, site: Site
+) -> None:
+    page = await _signed_in_page(context, site)
+    await page.goto(site.ui + "/search")
+    await expect(page.locator("#search-form")).to_be_visible()
+    await expect(page).to_have_url(site.ui + "/search")
+
+
+async def test_a_non_admin_sees_administrators_only(context: BrowserContext, site: Site) -> None:
+    site.expected.append("the server responded with a status of 403")  # the admin check, as designed
+    page = await _signed_in_page(context, site, user="alice")
+    await page.goto(site.ui + "/downloads")
+    await expect(page.locator("#admin-only")).to_be_visible()
+    await expect(page.locator("#admin-only")).to_contain_text("Administrators only")
+    await expect(page.locator("#downloads")).to_be_hidden()
+
+
+async def test_search_download_into_a_library_then_pause_resume_and_delete(
+    context: BrowserContext, site: Site, tmp_path: Path
+) -> None:
+    page = await _signed_in_page(context, site)
+    await page.goto(site.ui + "/search")
+    await page.locator("#q").fill("ubuntu")
+    await page.locator("#search-submit").click()
+    rows = page.locator("tr.result")
+    await expect(rows).to_have_count(20)
+    # The XSS payload is shown as text, inert.
+    await expect(page.locator("td.name", has_text=XSS_NAME)).to_have_count(1)
+    assert await page.locator("#results img").count() == 0
+    await _screenshot(page, "search", tmp_path)
+
+    row = rows.filter(has=page.locator("td.name", has_text="Schindler's List"))
+    info_hash = str(await row.get_attribute("data-hash")).lower()
+    await row.locator("select.library").select_option("Movies")
+    await row.locator("button.download").click()
+    await expect(page.locator("#feedback")).to_contain_text("Started downloading: Schindler's List")
+    torrents: list[dict[str, Any]] = []
+    for _ in range(50):  # qBittorrent says "Ok." a few ms before it lists the torrent
+        torrents = await site.qbt.torrents(hashes=info_hash)
+        if torrents:
+            break
+        await asyncio.sleep(0.05)
+    assert torrents[0]["save_path"].rstrip("/") == str(site.qbt.downloads.parent / "library" / "movies")
+
+    await page.locator("#nav a", has_text="Downloads").click()
+    torrent = page.locator(f'tr.torrent[data-hash="{info_hash}"]')
+    await expect(torrent.locator("td.name")).to_have_text("Schindler's List (1993) [1080p]")
+    await expect(torrent.locator("td.state")).to_have_text("downloading metadata")
+    await _screenshot(page, "downloads", tmp_path)
+
+    await torrent.locator("button.pause").click()
+    await expect(torrent.locator("td.state")).to_have_text("paused")
+    await torrent.locator("button.resume").click()
+    await expect(torrent.locator("td.state")).to_have_text("downloading metadata")
+    await torrent.locator("button.delete").click()
+    await expect(page.locator("#confirm-delete")).to_be_visible()
+    await page.locator("#delete-files").check()
+    await page.locator("#confirm-delete-yes").click()
+    await expect(torrent).to_have_count(0)
+    assert await site.qbt.torrents(hashes=info_hash) == []
+
+
+async def test_the_libraries_page_shows_both_views_and_health(
+    context: BrowserContext, site: Site, tmp_path: Path
+) -> None:
+    page = await _signed_in_page(context, site)
+    await page.goto(site.ui + "/libraries")
+    movies = page.locator("section.library", has_text="Movies")
+    await expect(movies).to_contain_text("/media/movies")
+    await expect(movies).to_contain_text(str(site.qbt.downloads.parent / "library" / "movies"))
+    await expect(page.locator("#health")).to_contain_text(site.qbt.version)
+    await _screenshot(page, "libraries", tmp_path)
+
+
+async def test_pages_send_a_strict_content_security_policy(context: BrowserContext, site: Site) -> None:
+    page = _watch(await context.new_page(), site)
+    response = await page.goto(site.ui + "/signin")
+    assert response is not None
+    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
+    html = await response.text()
+    assert "<script>" not in html
+    assert re.search(r"\son[a-z]+\s*=", html) is None  # no inline event handlers
+
+
+async def test_the_search_page_fits_a_phone(browser: Browser, site: Site, tmp_path: Path) -> None:
+    context = await browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = await _signed_in_page(context, site)
+        await page.goto(site.ui + "/search")
+        await page.locator("#q").fill("movie")
+        await page.locator("#search-submit").click()
+        await expect(page.locator("tr.result").first).to_be_visible()
+        # Nothing wider than the screen: no sideways scrolling on a phone.
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        await _screenshot(page, "search-phone", tmp_path, full_page=False)
+    finally:
+        await context.close()
+    assert site.problems == [], site.problems
