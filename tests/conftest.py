@@ -318,6 +318,18 @@ async def qbt_factory(qbt_binary: tuple[str, str]) -> AsyncIterator[QbtFactory]:
         shutil.rmtree(base_dir, ignore_errors=True)
 
 
+def qbittorrent_settings(qbt: QbtInstance) -> dict[str, Any]:
+    """Gateway settings for a real qBittorrent: its URL and login, Jellyfin's /media as its
+    <profile>/library (PATH_MAP), and no trackers (nothing may leave this machine)."""
+    return {
+        "qbittorrent_url": URL(qbt.url),
+        "qbittorrent_username": qbt.username,
+        "qbittorrent_password": qbt.password,
+        "path_map": (("/media", str(qbt.downloads.parent / "library")),),
+        "trackers": (),
+    }
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of one process, from /proc (KiB)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

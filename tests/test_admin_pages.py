@@ -28,11 +28,10 @@ from playwright.async_api import (
     async_playwright,
     expect,
 )
-from yarl import URL
 
 from gateway.pages import CONTENT_SECURITY_POLICY
 from tests.apibay_standin import ApibayState, create_apibay_standin
-from tests.conftest import GatewayFactory, RunningGateway, ServerFactory, server_url
+from tests.conftest import GatewayFactory, RunningGateway, ServerFactory, qbittorrent_settings, server_url
 from tests.jellyfin_standin import StandinState
 from tests.qbittorrent_nox import QbtInstance, binaries, new_base_dir, require_binary, start_qbittorrent
 
@@ -99,14 +98,7 @@ async def site(
 ) -> Site:
     apibay = await aiohttp_server(create_apibay_standin(ApibayState()))
     gateway = await gateway_factory(
-        server_url(jellyfin),
-        qbittorrent_url=URL(qbt.url),
-        qbittorrent_username=qbt.username,
-        qbittorrent_password=qbt.password,
-        apibay_url=server_url(apibay),
-        path_map=(("/media", str(qbt.downloads.parent / "library")),),
-        trackers=(),
-        watch_interval=0.2,
+        server_url(jellyfin), apibay_url=server_url(apibay), watch_interval=0.2, **qbittorrent_settings(qbt)
     )
     return Site(gateway, qbt, standin_state)
 

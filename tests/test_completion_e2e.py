@@ -24,6 +24,7 @@ from tests.conftest import (
     GatewayFactory,
     QbtFactory,
     ServerFactory,
+    qbittorrent_settings,
     server_url,
     wait_until,
 )
@@ -52,14 +53,7 @@ class World:
 async def world(qbt_factory: QbtFactory, jellyfin: TestServer, standin_state: StandinState) -> World:
     seeder, leecher = await asyncio.gather(qbt_factory(), qbt_factory())
     token = standin_state.issue_token(standin_state.user_by_name("admin"))
-    settings = {
-        "qbittorrent_url": URL(leecher.url),
-        "qbittorrent_username": leecher.username,
-        "qbittorrent_password": leecher.password,
-        "jellyfin_api_key": standin_state.api_key_for("gateway"),
-        "path_map": (("/media", str(leecher.downloads.parent / "library")),),
-        "trackers": (),
-    }
+    settings = {**qbittorrent_settings(leecher), "jellyfin_api_key": standin_state.api_key_for("gateway")}
     admin = {"Authorization": f'MediaBrowser Token="{token}"'}
     return World(seeder, leecher, jellyfin, standin_state, admin, settings)
 

@@ -16,7 +16,15 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from tests.apibay_standin import ApibayState, create_apibay_standin
-from tests.conftest import GatewayFactory, QbtFactory, RunningGateway, ServerFactory, free_port, server_url
+from tests.conftest import (
+    GatewayFactory,
+    QbtFactory,
+    RunningGateway,
+    ServerFactory,
+    free_port,
+    qbittorrent_settings,
+    server_url,
+)
 from tests.jellyfin_standin import StandinState
 from tests.qbittorrent_nox import QbtInstance
 
@@ -57,15 +65,8 @@ async def stack(
     gateway_factory: GatewayFactory,
 ) -> Stack:
     qbt = await qbt_factory()
-    library_root = qbt.downloads.parent / "library"
     gateway = await gateway_factory(
-        server_url(jellyfin),
-        qbittorrent_url=URL(qbt.url),
-        qbittorrent_username=qbt.username,
-        qbittorrent_password=qbt.password,
-        apibay_url=server_url(apibay),
-        path_map=(("/media", str(library_root)),),
-        trackers=(),  # nothing may leave this machine: no tracker announces
+        server_url(jellyfin), apibay_url=server_url(apibay), **qbittorrent_settings(qbt)
     )
     token = standin_state.issue_token(standin_state.user_by_name("admin"))
     return Stack(

@@ -23,6 +23,7 @@ from tests.conftest import (
     MockedHTTP,
     QbtFactory,
     RunningGateway,
+    qbittorrent_settings,
     server_url,
     wait_until,
 )
@@ -218,16 +219,7 @@ async def live(
     gateway_factory: GatewayFactory,
 ) -> Live:
     qbt = await qbt_factory()
-    library_root = qbt.downloads.parent / "library"
-    gateway = await gateway_factory(
-        server_url(jellyfin),
-        qbittorrent_url=URL(qbt.url),
-        qbittorrent_username=qbt.username,
-        qbittorrent_password=qbt.password,
-        path_map=(("/media", str(library_root)),),
-        trackers=(),
-        watch_interval=0.1,
-    )
+    gateway = await gateway_factory(server_url(jellyfin), watch_interval=0.1, **qbittorrent_settings(qbt))
     token = standin_state.issue_token(standin_state.user_by_name("admin"))
     return gateway, qbt, {"Authorization": f'MediaBrowser Token="{token}"'}
 
