@@ -16,22 +16,47 @@ from aiohttp import web
 
 from . import logs
 from .app import create_app
+from .headguard import GuardedSite, HeadLimits
 from .proxy import STREAM_CHUNK
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
+def head_limits(settings: Settings) -> HeadLimits:
+    """Kestrel's request-head limits, with the head timeout from the settings."""
+    return HeadLimits(timeout=settings.header_timeout)
+
+
 def runner_options(settings: Settings) -> dict[str, Any]:
-    """The server-side knobs a transparent proxy needs; tests pass the same ones to their servers."""
+    """The server-side knobs a transparent proxy needs; tests pass the same ones to their servers.
+
+    aiohttp's own per-line limits sit just above the guard's (see headguard.py), which answers
+    first and as Kestrel would.
+    """
+    limits = head_limits(settings)
     return dict(
         access_log_class=logs.AccessLogger,
         access_log=logging.getLogger("gateway.access") if settings.access_log else None,
         read_bufsize=STREAM_CHUNK,
         auto_decompress=False,  # an upload's Content-Encoding is Jellyfin's business, not ours
-        max_line_size=65536,
-        max_field_size=65536,
+        max_line_size=limits.request_line,
+        max_field_size=limits.header_bytes,
+        max_headers=limits.header_count + 28,
+        keepalive_timeout=settings.keepalive_timeout,
         shutdown_timeout=5.0,
+    )
+
+
+def guarded_site(runner: web.BaseRunner, settings: Settings, *, reuse_port: bool = False) -> GuardedSite:
+    """The listening socket, behind the request-head guard; tests listen the same way."""
+    return GuardedSite(
+        runner,
+        settings.host,
+        settings.port,
+        limits=head_limits(settings),
+        reuse_port=reuse_port,
+        backlog=1024,
     )
 
 
@@ -43,8 +68,7 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None, backlog=1024)
-        await site.start()
+        await guarded_site(runner, settings, reuse_port=reuse_port).start()
         logger.info(
             "listening on %s:%d, proxying to %s (torrent API at %s)",
             settings.host,

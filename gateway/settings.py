@@ -63,6 +63,10 @@ class Settings:
     trackers: tuple[str, ...] = DEFAULT_TRACKERS
     save_roots: tuple[str, ...] = ()
     watch_interval: float = 1.0
+    header_timeout: float = 30.0
+    keepalive_timeout: float = 75.0
+    ws_max_message: int = 4 * 1024 * 1024
+    events_max_listeners: int = 32
     #: Set by the supervisor, not by a variable: which of GATEWAY_WORKERS this process is (0 notifies).
     worker_index: int = 0
 
@@ -312,6 +316,34 @@ OPTIONS: tuple[_Option, ...] = (
         "default",
         _trackers,
         "comma-separated tracker URLs added to magnets ('default': apibay's 8; empty: none)",
+    ),
+    _Option(
+        "HEADER_TIMEOUT",
+        "header_timeout",
+        "30",
+        _positive_seconds,
+        "seconds a client may take to send a request's headers before the connection is closed",
+    ),
+    _Option(
+        "KEEPALIVE_TIMEOUT",
+        "keepalive_timeout",
+        "75",
+        _positive_seconds,
+        "seconds an idle keep-alive connection stays open",
+    ),
+    _Option(
+        "WS_MAX_MESSAGE",
+        "ws_max_message",
+        "4194304",
+        _positive_int,
+        "largest WebSocket message (bytes) relayed either way; larger ones close the socket with 1009",
+    ),
+    _Option(
+        "EVENTS_MAX_LISTENERS",
+        "events_max_listeners",
+        "32",
+        _positive_int,
+        "most /torrent/events listeners per process (more get 503)",
     ),
     _Option(
         "SAVE_ROOTS",

@@ -22,7 +22,7 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from gateway.app import create_app
-from gateway.server import runner_options
+from gateway.server import guarded_site, runner_options
 from gateway.settings import Settings
 from tests.jellyfin_standin import StandinState, create_standin
 from tests.probe import ProbeState, create_probe, pattern
@@ -94,7 +94,7 @@ async def gateway_factory() -> AsyncIterator[GatewayFactory]:
         runner = web.AppRunner(app, **runner_options(settings))
         await runner.setup()
         runners.append(runner)
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await guarded_site(runner, settings).start()
         host, port = runner.addresses[0][:2]
         return RunningGateway(host, port, app, settings, runner)
 
