@@ -1,11 +1,13 @@
 """Who may use /torrent: Jellyfin administrators, decided exactly as Jellyfin would.
 
 Jellyfin itself answers the question. The gateway finds the caller's token the way Jellyfin 10.11
-does, asks ``/Users/Me`` with it, and applies ``Policies.RequiresElevation``: an administrator who is
-not disabled, or an API key (API keys are elevated in Jellyfin; ``/Users/Me`` answers them with 400,
-so ``/Auth/Providers`` confirms). Decisions are cached per token hash for a few seconds, shared by
-concurrent requests, and bounded in number, so the check is cheap but a demoted admin still loses
-access within the TTL. Any doubt fails closed.
+does, notes the form it came in (header and scheme, or query key), asks ``/Users/Me`` with the token
+in that same form, and applies ``Policies.RequiresElevation``: an administrator who is not disabled,
+or an API key (API keys are elevated in Jellyfin; ``/Users/Me`` answers them with 400, so
+``/Auth/Providers`` confirms). Whether a legacy form counts at all is Jellyfin's call
+(EnableLegacyAuthorization). Decisions are cached per (token hash, form, forwarded client address)
+for a few seconds, shared by concurrent requests, and bounded in number, so the check is cheap but a
+demoted admin still loses access within the TTL. Any doubt fails closed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict, MultiMapping
 
-from .jellyfin import ClientIdentity, JellyfinClient, JellyfinUnavailable
+from .jellyfin import ClientIdentity, Credentials, JellyfinClient, JellyfinUnavailable, TokenForm
+from .query import query_items
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +40,6 @@ _PUBLIC = "__gateway_public__"
 
 
 # --- token extraction ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Credentials:
-    token: str | None
-    identity: ClientIdentity
 
 
 def parse_authorization_parts(value: str) -> dict[str, str]:
@@ -71,38 +68,47 @@ def parse_authorization_parts(value: str) -> dict[str, str]:
     return parts
 
 
-def _mediabrowser_parts(value: str) -> dict[str, str] | None:
-    """Parts of a ``MediaBrowser`` (or legacy ``Emby``) header; None for any other scheme."""
+def _mediabrowser_parts(value: str) -> tuple[str, dict[str, str]] | None:
+    """(scheme, parts) of a ``MediaBrowser`` (or legacy ``Emby``) header; None for any other scheme."""
     scheme, space, rest = value.partition(" ")
-    if not space or scheme.lower() not in ("mediabrowser", "emby"):
+    if not space or scheme.lower() not in _SCHEMES:
         return None
-    return parse_authorization_parts(rest)
+    return _SCHEMES[scheme.lower()], parse_authorization_parts(rest)
 
 
-def _query_items(raw_query: str) -> list[tuple[str, str]]:
-    """ASP.NET's view of the query, including its re-parse of a fully URL-encoded query string."""
-    pairs = [pair.partition("=") for pair in raw_query.split("&") if pair]
-    items = [(unquote_plus(k), unquote_plus(v)) for k, _, v in pairs]
-    if len(items) == 1 and not items[0][1] and "=" in items[0][0]:
-        return _query_items(items[0][0])
-    return items
+_SCHEMES = {"mediabrowser": "MediaBrowser", "emby": "Emby"}
+_TOKEN_HEADERS = (TokenForm("X-Emby-Token"), TokenForm("X-MediaBrowser-Token"))
+_TOKEN_QUERY_KEYS = (TokenForm("ApiKey", in_query=True), TokenForm("api_key", in_query=True))
 
 
-def extract_credentials(headers: MultiMapping[str], raw_query: str) -> Credentials:
-    """The token Jellyfin 10.11 would use for this request, in its precedence order.
+def _is_text(value: str) -> bool:
+    """False for bytes that were not UTF-8 (aiohttp hands them over as lone surrogates): re-sent to
+    Jellyfin they would lose those bytes on the way, and be judged as another token."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def extract_credentials(headers: MultiMapping[str], raw_query: str) -> Credentials | None:
+    """The token Jellyfin 10.11 would use for this request, in its precedence order, and its form.
 
     1. ``Authorization: MediaBrowser ... Token="..."`` (first header value only);
     2. ``X-Emby-Authorization``, only when Authorization is absent or empty (another scheme, such as
        a proxy's Basic auth, blocks it);
     3. ``X-Emby-Token``; 4. ``X-MediaBrowser-Token``; 5. ``?ApiKey=``; 6. ``?api_key=``
-    (query keys in any case). ``Token=""`` and blank values count as no token.
+    (query keys in any case and encoding, decoded as Jellyfin does). ``Token=""``, blank values and
+    bytes that are not UTF-8 count as no token (None). The legacy forms are found here whatever
+    Jellyfin's settings: Jellyfin is asked in the same form, and refuses it if it must.
     """
-    authorization = headers.getall("Authorization", [])
-    if ",".join(authorization):
-        parts = _mediabrowser_parts(authorization[0]) or {}
-    else:
-        emby = headers.getall("X-Emby-Authorization", [])
-        parts = (_mediabrowser_parts(emby[0]) or {}) if emby else {}
+    header_name = "Authorization"
+    values = headers.getall("Authorization", [])
+    if not ",".join(values):
+        header_name = "X-Emby-Authorization"
+        values = headers.getall("X-Emby-Authorization", [])
+    found = _mediabrowser_parts(values[0]) if values else None
+    scheme, parts = found if found is not None else (None, {})
     identity = ClientIdentity(
         client=parts.get("Client"),
         device=parts.get("Device"),
@@ -110,21 +116,19 @@ def extract_credentials(headers: MultiMapping[str], raw_query: str) -> Credentia
         version=parts.get("Version"),
     )
     token = parts.get("Token") or None
+    form = TokenForm(header_name, scheme) if token is not None else None
     if token is None:
-        query = CIMultiDict(_query_items(raw_query))
-        for candidates in (
-            headers.getall("X-Emby-Token", []),
-            headers.getall("X-MediaBrowser-Token", []),
-            query.getall("ApiKey", []),
-            query.getall("api_key", []),
-        ):
-            if candidates:
-                token = ",".join(candidates) or None
-                if token:
-                    break
-    if token is not None and not token.strip():
-        token = None
-    return Credentials(token=token, identity=identity)
+        query = CIMultiDict(query_items(raw_query))
+        candidates = [(form, headers.getall(form.name, [])) for form in _TOKEN_HEADERS]
+        candidates += [(form, query.getall(form.name, [])) for form in _TOKEN_QUERY_KEYS]
+        for candidate_form, found_values in candidates:
+            token = ",".join(found_values) or None
+            if token is not None:
+                form = candidate_form
+                break
+    if token is None or form is None or not token.strip() or not _is_text(token):
+        return None
+    return Credentials(token, form, identity, header_value=values[0] if form.scheme else None)
 
 
 # --- the decision ---------------------------------------------------------------------------------
@@ -149,15 +153,11 @@ def _policy(user: Any) -> Mapping[str, Any]:
 
 
 async def decide(
-    jellyfin: JellyfinClient,
-    token: str,
-    *,
-    identity: ClientIdentity | None = None,
-    extra_headers: Mapping[str, str] | None = None,
+    jellyfin: JellyfinClient, credentials: Credentials, *, extra_headers: Mapping[str, str] | None = None
 ) -> Decision:
     """Ask Jellyfin, uncached. JellyfinUnavailable becomes a 502/504 decision (fail closed)."""
     try:
-        me = await jellyfin.current_user(token, identity=identity, extra_headers=extra_headers)
+        me = await jellyfin.current_user(credentials, extra_headers=extra_headers)
         if me.status == 200:
             policy = _policy(me.body)
             if policy.get("IsDisabled") is True:
@@ -167,7 +167,7 @@ async def decide(
             return Decision(403, "Only Jellyfin administrators may use the torrent API")
         if me.status == 400:
             # API keys have no user: /Users/Me says 400. An elevated-only endpoint tells the rest.
-            probe = await jellyfin.auth_providers(token, identity=identity, extra_headers=extra_headers)
+            probe = await jellyfin.auth_providers(credentials, extra_headers=extra_headers)
             if probe.status == 200:
                 return ALLOWED
             return _refusal(probe.status, "/Auth/Providers")
@@ -190,8 +190,20 @@ class _Entry:
     expires: float
 
 
+#: What a decision depends on besides Jellyfin's state: the token (hashed: the cache never holds a
+#: token), the form it came in (EnableLegacyAuthorization), and the client address Jellyfin is told
+#: (its remote-access rules).
+CacheKey = tuple[bytes, TokenForm, str | None]
+
+
+def cache_key(credentials: Credentials, extra_headers: Mapping[str, str] | None) -> CacheKey:
+    digest = hashlib.sha256(credentials.token.encode("utf-8", "surrogateescape")).digest()
+    forwarded = CIMultiDict(extra_headers or {}).get("X-Forwarded-For")
+    return digest, credentials.form, forwarded
+
+
 class ElevationCache:
-    """Per-token decisions: cached by token hash, single-flight, bounded, TTL'd."""
+    """Decisions cached per (token hash, form, forwarded address): single-flight, bounded, TTL'd."""
 
     def __init__(
         self,
@@ -205,20 +217,16 @@ class ElevationCache:
         self._ttl = ttl
         self._max_entries = max_entries
         self._clock = clock
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._in_flight: dict[bytes, asyncio.Task[Decision]] = {}
+        self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
+        self._in_flight: dict[CacheKey, asyncio.Task[Decision]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
     async def check(
-        self,
-        token: str,
-        *,
-        identity: ClientIdentity | None = None,
-        extra_headers: Mapping[str, str] | None = None,
+        self, credentials: Credentials, *, extra_headers: Mapping[str, str] | None = None
     ) -> Decision:
-        key = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        key = cache_key(credentials, extra_headers)
         entry = self._entries.get(key)
         if entry is not None:
             if entry.expires > self._clock():
@@ -227,15 +235,13 @@ class ElevationCache:
             del self._entries[key]
         task = self._in_flight.get(key)
         if task is None:
-            task = asyncio.create_task(
-                decide(self._jellyfin, token, identity=identity, extra_headers=extra_headers)
-            )
+            task = asyncio.create_task(decide(self._jellyfin, credentials, extra_headers=extra_headers))
             self._in_flight[key] = task
             task.add_done_callback(lambda done: self._settle(key, done))
         # Shielded: a caller that goes away must not cancel the answer others wait for.
         return await asyncio.shield(task)
 
-    def _settle(self, key: bytes, task: asyncio.Task[Decision]) -> None:
+    def _settle(self, key: CacheKey, task: asyncio.Task[Decision]) -> None:
         self._in_flight.pop(key, None)
         if task.cancelled() or task.exception() is not None:
             return
@@ -262,6 +268,22 @@ class ElevationCache:
 CREDENTIALS = web.RequestKey("credentials", Credentials)
 
 
+@dataclass(frozen=True)
+class AdminCheck:
+    """The admin question as the middleware asked it, so a long-running request can ask it again."""
+
+    cache: ElevationCache
+    credentials: Credentials
+    extra_headers: Mapping[str, str]
+
+    async def ask(self) -> Decision:
+        return await self.cache.check(self.credentials, extra_headers=self.extra_headers)
+
+
+#: Set for every admin request; live streams call ``ask()`` again to notice a revoked admin.
+ADMIN_CHECK = web.RequestKey("admin_check", AdminCheck)
+
+
 def public(handler: Handler) -> Handler:
     """Mark a /torrent handler as open to anyone (it must expose no data)."""
     setattr(handler, _PUBLIC, True)
@@ -284,16 +306,16 @@ def admin_middleware(
         if is_public(request.match_info.handler):
             return await handler(request)
         credentials = extract_credentials(request.headers, request.rel_url.raw_query_string)
-        if credentials.token is None:
+        if credentials is None:
             return refuse(401, 'Send a Jellyfin token (Authorization: MediaBrowser Token="...")')
-        decision = await cache_for(request).check(
-            credentials.token, identity=credentials.identity, extra_headers=dict(forwarding_for(request))
-        )
+        check = AdminCheck(cache_for(request), credentials, dict(forwarding_for(request)))
+        decision = await check.ask()
         if not decision.allowed:
             if decision.status >= 500:
                 logger.warning("admin check failed: %s", decision.reason)
             return refuse(decision.status, decision.reason)
         request[CREDENTIALS] = credentials
+        request[ADMIN_CHECK] = check
         return await handler(request)
 
     return require_admin

@@ -1,42 +1,54 @@
 """Logging set-up and redaction: tokens must never reach a log line.
 
-Jellyfin clients put access tokens in the query (``api_key=``, ``ApiKey=``) and in Authorization /
-X-Emby-* headers, so every place that logs a request target or headers goes through these helpers.
+Jellyfin clients put access tokens in the query (``api_key=``, ``ApiKey=``), so every place that logs
+a request target goes through redact_target. It reads keys with the same decoder as token extraction
+(query.py): whatever encoding makes a key a token key for the gateway and Jellyfin hides its value.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterable, Mapping
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-REDACTED = "REDACTED"
+from . import query
 
-# Query keys Jellyfin (and its clients) use for tokens; matched case-insensitively, as Jellyfin does.
-_TOKEN_QUERY = re.compile(
-    r"(?i)(?P<key>(?:^|[?&;])(?:api_?key|access_?token|token|x-emby-token|x-mediabrowser-token)=)[^&;#]*"
-)
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+REDACTED = "REDACTED"
 
 
 def redact_target(target: str) -> str:
-    """Mask token values in a request target or URL, leaving everything else byte for byte."""
-    return _TOKEN_QUERY.sub(lambda m: m.group("key") + REDACTED, target)
+    """Mask token values in a request target or URL, leaving every other byte as it is.
+
+    Each raw ``&`` item whose decoded key is a token key keeps its raw key and loses its value; a
+    query that is one URL-encoded item (which Jellyfin re-parses) is replaced whole when it hides a
+    token key. A fragment is left alone unless it is a client-side route with a query of its own.
+    """
+    parts: list[str] = []
+    rest = target
+    while True:  # a loop, not recursion: a hostile Referer may nest "?…#" thousands of times
+        path, question, after = rest.partition("?")
+        if not question:
+            parts.append(rest)
+            break
+        raw_query, hash_sign, rest = after.partition("#")
+        parts += [path, "?", _redact_query(raw_query)]
+        if not hash_sign:
+            break
+        parts.append("#")
+    return "".join(parts)
 
 
-def is_secret_header(name: str) -> bool:
-    lowered = name.lower()
-    return (
-        lowered in _SECRET_HEADERS or lowered.startswith("x-emby-") or lowered.startswith("x-mediabrowser-")
-    )
-
-
-def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    return [(name, REDACTED if is_secret_header(name) else value) for name, value in items]
+def _redact_query(raw_query: str) -> str:
+    again = query.reparsed(raw_query)
+    if again is not None:
+        return REDACTED if any(query.is_token_key(key) for key, _ in again) else raw_query
+    pairs = raw_query.split("&")
+    for index, pair in enumerate(pairs):
+        raw_key, equals, _ = pair.partition("=")
+        if equals and query.is_token_key(query.decode(raw_key)):
+            pairs[index] = raw_key + "=" + REDACTED
+    return "&".join(pairs)
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -7,7 +7,7 @@ import logging
 import aiohttp
 import pytest
 
-from gateway.logs import redact_headers, redact_target
+from gateway.logs import redact_target
 from tests.conftest import RunningGateway, server_url, wait_until
 
 SECRET = "f00dfacecafebabe0123456789abcdef"
@@ -27,23 +27,6 @@ SECRET = "f00dfacecafebabe0123456789abcdef"
 )
 def test_token_values_in_targets_are_redacted(target: str, expected: str) -> None:
     assert redact_target(target) == expected
-
-
-def test_secret_headers_are_redacted() -> None:
-    redacted = dict(
-        redact_headers(
-            {
-                "Authorization": f'MediaBrowser Token="{SECRET}"',
-                "X-Emby-Authorization": f'MediaBrowser Token="{SECRET}"',
-                "X-Emby-Token": SECRET,
-                "X-MediaBrowser-Token": SECRET,
-                "Cookie": f"t={SECRET}",
-                "Accept": "application/json",
-            }
-        )
-    )
-    assert SECRET not in str(redacted)
-    assert redacted["Accept"] == "application/json"
 
 
 async def test_requests_with_tokens_leave_no_token_in_any_log_line(

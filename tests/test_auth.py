@@ -16,7 +16,14 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.auth import ElevationCache, decide, extract_credentials, parse_authorization_parts
-from gateway.jellyfin import ClientIdentity, JellyfinClient, authorization_header
+from gateway.jellyfin import (
+    ClientIdentity,
+    Credentials,
+    JellyfinClient,
+    JellyfinUnavailable,
+    TokenForm,
+    authorization_header,
+)
 from tests.conftest import (
     FakeClock,
     GatewayFactory,
@@ -34,7 +41,8 @@ OTHER = "fedcba9876543210fedcba9876543210"
 
 def _extract(headers: dict[str, str] | list[tuple[str, str]], query: str = "") -> str | None:
     items = headers.items() if isinstance(headers, dict) else headers
-    return extract_credentials(CIMultiDict(items), query).token
+    credentials = extract_credentials(CIMultiDict(items), query)
+    return credentials.token if credentials is not None else None
 
 
 @pytest.mark.parametrize(
@@ -77,7 +85,12 @@ def _extract(headers: dict[str, str] | list[tuple[str, str]], query: str = "") -
         ({}, f"API_KEY={TOKEN}", TOKEN),
         ({}, f"ApiKey=&api_key={TOKEN}", TOKEN),
         ({}, f"ApiKey%3D{TOKEN}", TOKEN),  # ASP.NET re-parses a fully encoded query
+        ({}, f"x%3D1%26api_key%3D{TOKEN}", TOKEN),
+        ({}, f"%2541piKey%3D{TOKEN}", None),  # ... once, without decoding its parts again
+        ({}, f"api%5Fkey={TOKEN}", TOKEN),
         ({}, "x=1", None),
+        ({"X-Emby-Token": "ab\udcffcd"}, "", None),  # the byte 0xFF, as aiohttp hands it over
+        ({"Authorization": 'MediaBrowser Token="ab\udcffcd"'}, f"ApiKey={OTHER}", None),
         ({"Authorization": f'MediaBrowser Token="{TOKEN}"'}, f"ApiKey={OTHER}", TOKEN),
     ],
 )
@@ -105,7 +118,37 @@ def test_the_client_identity_comes_with_the_token() -> None:
         ),
         "",
     )
+    assert credentials is not None
     assert credentials.identity == ClientIdentity("Jellyfin Web", "Firefox", "abc==", "10.11.0")
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "form"),
+    [
+        ({"Authorization": f'MediaBrowser Token="{TOKEN}"'}, "", TokenForm("Authorization", "MediaBrowser")),
+        ({"Authorization": f'mediaBROWSER Token="{TOKEN}"'}, "", TokenForm("Authorization", "MediaBrowser")),
+        ({"Authorization": f'EMBY Token="{TOKEN}"'}, "", TokenForm("Authorization", "Emby")),
+        (
+            {"x-emby-authorization": f'Emby Token="{TOKEN}"'},
+            "",
+            TokenForm("X-Emby-Authorization", "Emby"),
+        ),
+        ({"Authorization": 'MediaBrowser Client="c"', "x-emby-token": TOKEN}, "", TokenForm("X-Emby-Token")),
+        ({"X-MEDIABROWSER-TOKEN": TOKEN}, "", TokenForm("X-MediaBrowser-Token")),
+        ({}, f"apikey={TOKEN}", TokenForm("ApiKey", in_query=True)),
+        ({}, f"ApiKey%3D{TOKEN}", TokenForm("ApiKey", in_query=True)),
+        ({}, f"API%5FKEY={TOKEN}", TokenForm("api_key", in_query=True)),
+    ],
+)
+def test_the_form_the_caller_used_is_recorded(headers: dict[str, str], query: str, form: TokenForm) -> None:
+    credentials = extract_credentials(CIMultiDict(headers), query)
+    assert credentials is not None
+    assert (credentials.token, credentials.form) == (TOKEN, form)
+    assert TOKEN not in repr(credentials)
+    sent = credentials.header_value
+    assert sent == (
+        headers.get("Authorization") or headers.get("x-emby-authorization") if form.scheme else None
+    )
 
 
 def test_the_token_is_sent_to_jellyfin_in_the_form_every_version_accepts() -> None:
@@ -282,6 +325,55 @@ async def test_a_silent_jellyfin_fails_closed_with_504(
     assert "in time" in body["error"]
 
 
+async def test_an_unreachable_jellyfin_is_named_without_its_address(
+    http: aiohttp.ClientSession, gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    gateway = await gateway_factory(f"http://127.0.0.1:{port}")
+    caplog.set_level(logging.WARNING)
+    status, body = await _test1(http, gateway, headers=_auth(TOKEN))
+    assert status == 502
+    assert body["error"] == "Jellyfin is unreachable (connection refused)"
+    # The operator still learns where the gateway tried to go: from the log, not from the client.
+    assert any(f"127.0.0.1:{port}" in r.getMessage() for r in caplog.records if r.name == "gateway.jellyfin")
+    assert all(str(port) not in r.getMessage() for r in caplog.records if r.name == "gateway.auth")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["Content-Length", "chunked"])
+async def test_a_reply_over_the_cap_is_a_502_not_a_buffer(
+    aiohttp_server: ServerFactory, api_session: aiohttp.ClientSession, chunked: bool
+) -> None:
+    cap = 1024 * 1024
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = 4 * cap
+        await response.prepare(request)
+        try:
+            await response.write(b"[" + b" " * (cap - 1))
+            for _ in range(3):
+                await response.write(b" " * cap)
+        except ConnectionError:
+            pass
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", huge)
+    server = await aiohttp_server(app)
+    client = JellyfinClient(api_session, server_url(server), connect_timeout=1, max_reply_bytes=cap)
+    with pytest.raises(JellyfinUnavailable) as caught:
+        await client.current_user(Credentials(TOKEN))
+    assert (caught.value.status, caught.value.reason) == (
+        502,
+        "Jellyfin answered /Users/Me with more than 1 MiB",
+    )
+    decision = await decide(client, Credentials(TOKEN))
+    assert (decision.status, decision.reason) == (502, "Jellyfin answered /Users/Me with more than 1 MiB")
+
+
 async def test_the_openapi_document_is_public_and_names_no_secret(
     http: aiohttp.ClientSession, jellyfin_gateway: RunningGateway, standin_state: StandinState
 ) -> None:
@@ -365,21 +457,21 @@ async def test_jellyfins_answers_map_to_decisions(
         _me(mocked, me_status, me_body)
         if providers_status is not None:
             mocked.get(f"{JF}/Auth/Providers", status=providers_status, payload=[])
-        decision = await decide(_client(api_session), TOKEN)
+        decision = await decide(_client(api_session), Credentials(TOKEN))
     assert decision.status == expected
 
 
 async def test_a_non_json_user_is_a_502(api_session: aiohttp.ClientSession) -> None:
     with MockedHTTP() as mocked:
         mocked.get(f"{JF}/Users/Me", status=200, body="<html>login</html>", content_type="text/html")
-        decision = await decide(_client(api_session), TOKEN)
+        decision = await decide(_client(api_session), Credentials(TOKEN))
     assert decision.status == 502
 
 
 async def test_a_timeout_is_a_504(api_session: aiohttp.ClientSession) -> None:
     with MockedHTTP() as mocked:
         mocked.get(f"{JF}/Users/Me", exception=TimeoutError())
-        decision = await decide(_client(api_session), TOKEN)
+        decision = await decide(_client(api_session), Credentials(TOKEN))
     assert decision.status == 504
 
 
@@ -389,12 +481,14 @@ async def test_decisions_are_cached_by_token_hash_and_expire(api_session: aiohtt
     admin = {"Policy": {"IsAdministrator": True}}
     with MockedHTTP() as mocked:
         _me(mocked, 200, admin, repeat=True)
-        assert (await cache.check(TOKEN)).allowed
-        assert (await cache.check(TOKEN)).allowed
+        assert (await cache.check(Credentials(TOKEN))).allowed
+        assert (await cache.check(Credentials(TOKEN))).allowed
         assert len(mocked.requests[("GET", URL(f"{JF}/Users/Me"))]) == 1
-        assert all(TOKEN.encode() not in key and len(key) == 32 for key in cache._entries)
+        ((digest, form, address),) = cache._entries
+        assert (len(digest), form, address) == (32, TokenForm("Authorization", "MediaBrowser"), None)
+        assert TOKEN not in repr(cache._entries)
         clock.now += 10.5
-        assert (await cache.check(TOKEN)).allowed
+        assert (await cache.check(Credentials(TOKEN))).allowed
         assert len(mocked.requests[("GET", URL(f"{JF}/Users/Me"))]) == 2
 
 
@@ -403,12 +497,12 @@ async def test_bad_tokens_are_remembered_only_briefly(api_session: aiohttp.Clien
     cache = ElevationCache(_client(api_session), ttl=60, clock=clock)
     with MockedHTTP() as mocked:
         _me(mocked, 401, repeat=True)
-        assert (await cache.check(TOKEN)).status == 401
+        assert (await cache.check(Credentials(TOKEN))).status == 401
         clock.now += 1
-        assert (await cache.check(TOKEN)).status == 401
+        assert (await cache.check(Credentials(TOKEN))).status == 401
         assert len(mocked.requests[("GET", URL(f"{JF}/Users/Me"))]) == 1
         clock.now += 2
-        assert (await cache.check(TOKEN)).status == 401
+        assert (await cache.check(Credentials(TOKEN))).status == 401
         assert len(mocked.requests[("GET", URL(f"{JF}/Users/Me"))]) == 2
 
 
@@ -417,8 +511,8 @@ async def test_jellyfin_trouble_is_never_cached(api_session: aiohttp.ClientSessi
     with MockedHTTP() as mocked:
         _me(mocked, 503)
         _me(mocked, 200, {"Policy": {"IsAdministrator": True}})
-        assert (await cache.check(TOKEN)).status == 502
-        assert (await cache.check(TOKEN)).allowed
+        assert (await cache.check(Credentials(TOKEN))).status == 502
+        assert (await cache.check(Credentials(TOKEN))).allowed
 
 
 async def test_a_flood_of_random_tokens_cannot_grow_the_cache(api_session: aiohttp.ClientSession) -> None:
@@ -426,5 +520,5 @@ async def test_a_flood_of_random_tokens_cannot_grow_the_cache(api_session: aioht
     with MockedHTTP() as mocked:
         _me(mocked, 401, repeat=True)
         for n in range(500):
-            await cache.check(f"random-token-{n}")
+            await cache.check(Credentials(f"random-token-{n}"))
     assert len(cache) == 50
