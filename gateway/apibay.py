@@ -28,6 +28,7 @@ import aiohttp
 from yarl import URL
 
 from . import __version__
+from .upstream import ReplyTooLarge, connect_failure, read_capped
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +176,10 @@ class ApibayClient:
         cache_ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         max_cached: int = 256,
+        max_reply: int = MAX_BODY,
     ) -> None:
         self._session = session
+        self._max_reply = max_reply
         # A mirror may live under a path (https://host/apibay/); its own query and fragment are noise.
         self._endpoint = base_url.with_path(base_url.path.rstrip("/") + "/q.php")
         self._timeout_seconds = timeout
@@ -259,7 +262,7 @@ class ApibayClient:
             async with self._session.get(
                 url, headers=headers, timeout=self._timeout, auto_decompress=True
             ) as response:
-                body = await _read_limited(response)
+                body = await read_capped(response, self._max_reply)
                 status = response.status
                 content_type = response.headers.get("Content-Type", "").lower()
                 server = response.headers.get("Server", "").lower()
@@ -267,9 +270,12 @@ class ApibayClient:
             raise ApibayError(
                 f"apibay did not answer within {self._timeout_seconds:g} s", timed_out=True
             ) from None
+        except ReplyTooLarge as exc:
+            raise ApibayError(f"apibay answered with {exc}") from None
         except aiohttp.ClientConnectorError as exc:
-            cause = exc.strerror or str(exc.os_error) or type(exc.os_error).__name__
-            raise ApibayError(f"apibay is unreachable ({cause})") from None
+            # The reason reaches API clients; the address only the log.
+            logger.warning("apibay is unreachable: %s", exc)
+            raise ApibayError(f"apibay is unreachable ({connect_failure(exc)})") from None
         except aiohttp.TooManyRedirects:
             raise ApibayError("apibay redirected too many times") from None
         except aiohttp.ClientError as exc:
@@ -290,18 +296,6 @@ class ApibayClient:
             if looks_html:
                 raise ApibayError("apibay answered with an HTML page instead of JSON") from None
             raise ApibayError("apibay answered with something that is not JSON") from None
-
-
-async def _read_limited(response: aiohttp.ClientResponse) -> bytes:
-    """The whole body, or :class:`ApibayError` once it passes :data:`MAX_BODY`."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ApibayError(f"apibay answered with more than {MAX_BODY // (1024 * 1024)} MiB")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _copy(results: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -10,6 +10,7 @@ from aiohttp import web
 from . import __version__
 from .apibay import ApibayClient
 from .auth import ElevationCache
+from .headguard import track_requests
 from .jellyfin import JellyfinClient
 from .proxy import STREAM_CHUNK, Proxy, ProxyConfig
 from .qbittorrent import QbittorrentClient
@@ -21,6 +22,12 @@ from .watcher import TorrentWatcher
 JELLYFIN_SESSION = web.AppKey("jellyfin_session", aiohttp.ClientSession)
 PROXY = web.AppKey("proxy", Proxy)
 
+#: Connections to Jellyfin for proxied traffic. Streams hold one for their whole length; this caps
+#: sockets, not users.
+PROXY_CONNECTIONS = 2048
+#: Connections for the gateway's own calls to Jellyfin, apart so that streams cannot starve them.
+JELLYFIN_API_CONNECTIONS = 16
+
 #: Headers aiohttp's client would otherwise add on its own; the proxy must send only the client's.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
@@ -31,7 +38,7 @@ def jellyfin_session(settings: Settings) -> aiohttp.ClientSession:
     A shared jar would hand one user's Jellyfin cookies to the next user's requests.
     """
     connector = aiohttp.TCPConnector(
-        limit=2048,  # streams hold a connection for their whole length; this caps sockets, not users
+        limit=PROXY_CONNECTIONS,
         limit_per_host=0,
         keepalive_timeout=60,
         enable_cleanup_closed=False,
@@ -57,6 +64,26 @@ def jellyfin_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
+def jellyfin_api_session() -> aiohttp.ClientSession:
+    """The gateway's own calls to Jellyfin (admin checks, libraries, watcher): a pool of their own.
+
+    Proxied streams hold their connections for as long as they play; sharing their pool would let
+    enough of them (or a client opening that many) starve every admin check. No cookie jar (calls
+    carry each caller's token) and no headers of aiohttp's own, as on the proxy session;
+    JellyfinClient sets what Jellyfin needs and its timeouts per call.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=JELLYFIN_API_CONNECTIONS, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=60
+        ),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=_NO_AUTO_HEADERS,
+        headers={},
+        raise_for_status=False,
+        trust_env=False,
+    )
+
+
 def api_session(*, limit: int) -> aiohttp.ClientSession:
     """A small session for the gateway's own API calls to qBittorrent or apibay.
 
@@ -72,19 +99,27 @@ def api_session(*, limit: int) -> aiohttp.ClientSession:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[track_requests])
     app[SETTINGS] = settings
 
     async def upstream_sessions(app: web.Application) -> AsyncIterator[None]:
         async with (
             jellyfin_session(settings) as session,
+            jellyfin_api_session() as jellyfin_api,
             api_session(limit=8) as qbittorrent_session,
             api_session(limit=8) as apibay_session,
         ):
             app[JELLYFIN_SESSION] = session
-            app[PROXY] = Proxy(session, ProxyConfig(settings.jellyfin_origin, settings.trusted_proxies))
-            jellyfin = JellyfinClient(
+            app[PROXY] = Proxy(
                 session,
+                ProxyConfig(
+                    settings.jellyfin_origin,
+                    settings.trusted_proxies,
+                    ws_max_message=settings.ws_max_message,
+                ),
+            )
+            jellyfin = JellyfinClient(
+                jellyfin_api,
                 settings.jellyfin_url,
                 connect_timeout=settings.jellyfin_connect_timeout,
                 read_timeout=settings.jellyfin_read_timeout,

@@ -51,10 +51,16 @@ def set_forwarding_headers(
         headers["X-Forwarded-Host"] = forwarded_host or host or ""
 
 
-def apply_forwarding(
-    headers: CIMultiDict[str], request: web.BaseRequest, trusted: tuple[IPNetwork, ...]
-) -> None:
-    """Set the forwarding headers of ``headers`` (a copy of the request's) for ``request``."""
+def forwarding_headers(request: web.BaseRequest, trusted: tuple[IPNetwork, ...]) -> CIMultiDict[str]:
+    """The forwarding headers to send Jellyfin for ``request``, computed from its headers as received.
+
+    The one source for proxied requests and for the gateway's own calls. It never reads a copy
+    already filtered by the client's ``Connection`` header: naming X-Forwarded-For there would
+    otherwise erase the chain a trusted proxy sent.
+    """
+    headers: CIMultiDict[str] = CIMultiDict(
+        (name, value) for name, value in request.headers.items() if name.lower() in _FORWARDING_LOWER
+    )
     peer = request.remote
     set_forwarding_headers(
         headers,
@@ -63,15 +69,16 @@ def apply_forwarding(
         host=request.headers.get("Host"),
         trusted=bool(trusted) and is_trusted(peer, trusted),
     )
-
-
-def forwarding_headers(request: web.BaseRequest, trusted: tuple[IPNetwork, ...]) -> CIMultiDict[str]:
-    """Only the forwarding headers, for calls the gateway makes to Jellyfin on a client's behalf."""
-    headers: CIMultiDict[str] = CIMultiDict(
-        (name, value) for name, value in request.headers.items() if name.lower() in _FORWARDING_LOWER
-    )
-    apply_forwarding(headers, request, trusted)
     return headers
+
+
+def apply_forwarding(
+    headers: CIMultiDict[str], request: web.BaseRequest, trusted: tuple[IPNetwork, ...]
+) -> None:
+    """Give ``headers`` (the outgoing copy of the request's) exactly :func:`forwarding_headers`."""
+    for name in _FORWARDING:
+        headers.popall(name, None)
+    headers.extend(forwarding_headers(request, trusted))
 
 
 _FORWARDING_LOWER = frozenset(name.lower() for name in _FORWARDING)

@@ -3,7 +3,8 @@
 This module knows HTTP and WebSocket relaying, nothing about Jellyfin's API. Bodies are streamed in
 both directions with backpressure (constant memory whatever the size), the request target is forwarded
 byte for byte, and only hop-by-hop headers are touched, so that existing Jellyfin clients cannot tell the
-gateway from Jellyfin itself.
+gateway from Jellyfin itself. WebSocket messages are relayed whole, so they are bounded: a larger one,
+fragmented or not, closes both sides with 1009 instead of growing the gateway.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
-from aiohttp import ClientSession, WSMsgType, web
+from aiohttp import ClientSession, WebSocketError, WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
 from .forwarding import IPNetwork, apply_forwarding
 from .logs import redact_target
+from .upstream import connect_failure
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,8 @@ def upstream_url(origin: URL, raw_target: str) -> URL:
 class ProxyConfig:
     origin: URL
     trusted_proxies: tuple[IPNetwork, ...]
+    #: Largest WebSocket message relayed either way (bytes); a larger one closes both sides with 1009.
+    ws_max_message: int
 
 
 class Proxy:
@@ -171,6 +175,9 @@ class Proxy:
             for value in request.headers.getall("Sec-WebSocket-Protocol", ())
             for p in value.split(",")
         ]
+        # aiohttp refuses a message whose size reaches max_msg_size, fragmented or not: + 1 lets exactly
+        # ws_max_message through.
+        max_msg_size = self._config.ws_max_message + 1
         try:
             upstream = await self._session.ws_connect(
                 url,
@@ -179,7 +186,7 @@ class Proxy:
                 protocols=[p for p in protocols if p],
                 autoclose=False,
                 autoping=False,
-                max_msg_size=0,
+                max_msg_size=max_msg_size,
                 compress=0,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
             )
@@ -207,7 +214,7 @@ class Proxy:
                 protocols=(upstream.protocol,) if upstream.protocol else (),
                 autoclose=False,
                 autoping=False,
-                max_msg_size=0,
+                max_msg_size=max_msg_size,
             )
             try:
                 await client.prepare(request)
@@ -261,13 +268,27 @@ async def _pump(source: _Socket, sink: _Socket, *, lost_code: int) -> None:
             elif msg.type is WSMsgType.CLOSING:
                 # The other direction is closing this socket after a close frame; it finishes the job.
                 return
-            else:  # CLOSED, ERROR: the source is gone without a proper close
+            else:  # CLOSED, ERROR: the source is gone without a proper close, or broke the size limit
                 if not sink.closed:
-                    await sink.close(code=lost_code)
+                    await sink.close(code=_failure_code(msg, lost_code))
                 return
     except (ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
         if not sink.closed:
             await sink.close(code=lost_code)
+
+
+def _failure_code(msg: aiohttp.WSMessage, lost_code: int) -> int:
+    """1009 for a message over the limit (aiohttp has closed the source with it), else ``lost_code``.
+
+    The far side hears the real reason, so that neither end mistakes a refused message for an outage.
+    """
+    if (
+        msg.type is WSMsgType.ERROR
+        and isinstance(msg.data, WebSocketError)
+        and msg.data.code == WSCloseCode.MESSAGE_TOO_BIG
+    ):
+        return int(WSCloseCode.MESSAGE_TOO_BIG)
+    return lost_code
 
 
 def _sendable_close_code(code: object) -> int:
@@ -299,11 +320,18 @@ def _unreachable(
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return _gateway_error(request, 502, "Jellyfin did not accept the connection in time")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.strerror or type(exc.os_error).__name__
-        return _gateway_error(request, 502, f"Jellyfin is unreachable ({reason})")
+        # The client learns the cause; only the log learns the address (exc names host and port).
+        return _gateway_error(request, 502, f"Jellyfin is unreachable ({connect_failure(exc)})", detail=exc)
     return _gateway_error(request, 504, "Jellyfin did not answer in time")
 
 
-def _gateway_error(request: web.Request, status: int, reason: str) -> web.Response:
-    logger.warning("%s %s -> %d: %s", request.method, redact_target(request.raw_path), status, reason)
+def _gateway_error(
+    request: web.Request, status: int, reason: str, *, detail: Exception | None = None
+) -> web.Response:
+    """A plain-text error for the client; ``detail`` (addresses and such) goes to the log only."""
+    target = redact_target(request.raw_path)
+    if detail is None:
+        logger.warning("%s %s -> %d: %s", request.method, target, status, reason)
+    else:
+        logger.warning("%s %s -> %d: %s [%s]", request.method, target, status, reason, detail)
     return web.Response(status=status, text=f"{status} {reason}\n")

@@ -24,6 +24,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from .upstream import MAX_REPLY_BYTES, ReplyTooLarge, connect_failure, read_capped
+
 logger = logging.getLogger(__name__)
 
 #: How long one API call may take in all.
@@ -79,9 +81,11 @@ class QbittorrentClient:
         password: str,
         timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
+        max_reply: int = MAX_REPLY_BYTES,
     ) -> None:
         self._session = session
         self._api = str(base_url).rstrip("/") + "/api/v2/"
+        self._max_reply = max_reply
         self._username = username
         self._password = password
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -114,13 +118,17 @@ class QbittorrentClient:
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
-                text = await response.text(errors="replace")
-                return response.status, text, response
+                body = await read_capped(response, self._max_reply)
+                # qBittorrent's WebUI answers in UTF-8.
+                return response.status, body.decode("utf-8", errors="replace"), response
+        except ReplyTooLarge as exc:
+            raise QbittorrentError(f"qBittorrent answered {path} with {exc}") from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise QbittorrentError(f"qBittorrent did not answer within {self._timeout_s:g} s") from None
         except aiohttp.ClientConnectorError as exc:
-            reason = exc.strerror or type(exc.os_error).__name__
-            raise QbittorrentError(f"qBittorrent is unreachable ({reason})") from None
+            # The reason reaches API clients; the address only the log.
+            logger.warning("qBittorrent is unreachable: %s", exc)
+            raise QbittorrentError(f"qBittorrent is unreachable ({connect_failure(exc)})") from None
         except aiohttp.ClientError as exc:
             raise QbittorrentError(f"qBittorrent broke off the exchange ({type(exc).__name__})") from None
 

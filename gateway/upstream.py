@@ -21,8 +21,15 @@ class ReplyTooLarge(ValueError):
     """An upstream reply was larger than the gateway is willing to hold."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"more than {limit // (1024 * 1024)} MiB")
+        super().__init__(f"more than {_size(limit)}")
         self.limit = limit
+
+
+def _size(count: int) -> str:
+    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if count >= size and count % size == 0:
+            return f"{count // size} {unit}"
+    return f"{count} bytes"
 
 
 def connect_failure(exc: aiohttp.ClientConnectorError) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 from aiohttp.test_utils import TestServer
 from aioresponses import aioresponses
 from yarl import URL
@@ -327,12 +328,13 @@ async def test_a_timeout_is_an_apibay_error_saying_how_long_it_waited(session: a
 
 
 async def test_a_refused_connection_is_an_apibay_error_saying_unreachable(client: ApibayClient) -> None:
-    refused = aiohttp.ClientConnectorError(None, ConnectionRefusedError(111, "Connection refused"))  # type: ignore[arg-type]
+    key = ConnectionKey("apibay.test", 443, True, True, None, None, None)
+    refused = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
     with MockedHTTP() as mocked:
         mocked.get(ANY_SEARCH, exception=refused)
         with pytest.raises(ApibayError) as caught:
             await client.search("example")
-    assert caught.value.reason == "apibay is unreachable (Connection refused)"
+    assert caught.value.reason == "apibay is unreachable (connection refused)"
     assert not caught.value.timed_out
 
 
