@@ -219,9 +219,12 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                 "get": {
                     "summary": "Live torrent changes (Server-Sent Events)",
                     "description": "'snapshot' {torrents: [...]}, then 'delta' "
-                    "{torrents: {hash: changed fields}, removed: [hash]}",
+                    "{torrents: {hash: changed fields}, removed: [hash]}; the caller is checked again "
+                    "at least every ELEVATION_CACHE_TTL seconds, and an 'error' {error, status} event "
+                    "ends the stream once the caller is no longer an administrator",
                     "responses": _responses(
-                        {"description": "An event stream", "content": {"text/event-stream": {}}}
+                        {"description": "An event stream", "content": {"text/event-stream": {}}},
+                        ("503", "Too many listeners on this gateway process (EVENTS_MAX_LISTENERS)"),
                     ),
                 }
             },

@@ -8,7 +8,6 @@ runs behind the admin check.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .apibay import ApibayClient, ApibayError, validate_category
-from .auth import CREDENTIALS, ElevationCache, admin_middleware, public
+from .auth import ADMIN_CHECK, CREDENTIALS, Decision, ElevationCache, admin_middleware, public
 from .forwarding import forwarding_headers
 from .jellyfin import JellyfinClient, JellyfinUnavailable
 from .openapi import openapi_document
@@ -30,13 +29,14 @@ from .validation import (
     BadRequest,
     body_fields,
     info_hash_id,
+    json_body,
     magnet_link,
     optional_text,
     parse_bool,
     query_value,
     torrent_hash,
 )
-from .watcher import GATEWAY_TAG, TorrentWatcher, library_tag
+from .watcher import GATEWAY_TAG, TorrentWatcher, library_tag, sse
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,9 @@ APIBAY = web.AppKey("apibay", ApibayClient)
 WATCHER = web.AppKey("watcher", TorrentWatcher)
 #: Seconds between SSE comments that keep idle proxies and browsers from closing the stream.
 SSE_KEEPALIVE = 15.0
+#: Longest a /torrent/events listener goes without its admin rights being checked again (the cached
+#: check answers from memory within ELEVATION_CACHE_TTL, so asking often costs Jellyfin nothing more).
+EVENTS_RECHECK = 1.0
 
 
 class UpstreamFailure(Exception):
@@ -91,13 +94,10 @@ async def test1(request: web.Request) -> web.Response:
 
 async def _libraries(request: web.Request) -> list[tuple[str, list[str]]]:
     """(name, folders) of every Jellyfin library, asked with the caller's own token."""
-    credentials = request[CREDENTIALS]
-    assert credentials.token is not None  # the admin check ran
     settings = request.config_dict[SETTINGS]
     try:
         answer = await request.config_dict[JELLYFIN].virtual_folders(
-            credentials.token,
-            identity=credentials.identity,
+            request[CREDENTIALS],  # the token in the form the caller used; the admin check ran
             extra_headers=forwarding_headers(request, settings.trusted_proxies),
         )
     except JellyfinUnavailable as exc:
@@ -150,23 +150,26 @@ async def libraries_mapped(request: web.Request) -> web.Response:
     )
 
 
+def _query(request: web.Request, name: str) -> str | None:
+    """One query value, decoded strictly from the raw query string (see validation.query_value)."""
+    return query_value(request.rel_url.raw_query_string, name)
+
+
 async def search(request: web.Request) -> web.Response:
     """``GET /torrent/search?q=&cat=``: the first 20 apibay results, every field a string."""
-    query = query_value(request.query, "q")
+    query = _query(request, "q")
     if query is None or not query.strip():
         raise BadRequest("q is required")
     try:
-        category = validate_category(query_value(request.query, "cat") or "0")
+        category = validate_category(_query(request, "cat") or "0")
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     return web.json_response(await request.config_dict[APIBAY].search(query, category))
 
 
 async def _read_json(request: web.Request) -> Any:
-    try:
-        return json.loads(await request.read())
-    except ValueError:
-        raise BadRequest("The request body must be JSON") from None
+    """The one place request bodies are decoded: UTF-8 JSON, 64 levels deep at most, no lone surrogates."""
+    return json_body(await request.read())
 
 
 async def _allowed_save_roots(request: web.Request, qbittorrent: QbittorrentClient) -> list[str]:
@@ -285,7 +288,7 @@ async def _on_one_torrent(
 ) -> web.Response:
     """Validate ``hash``, make sure qBittorrent has that torrent (its actions say 200 for unknown
     hashes), then act on exactly that one."""
-    given = torrent_hash(query_value(request.query, "hash"))
+    given = torrent_hash(_query(request, "hash"))
     qbittorrent = request.config_dict[QBITTORRENT]
     torrent_id = await _known_id(qbittorrent, given)
     if torrent_id is None:
@@ -308,7 +311,7 @@ async def resume(request: web.Request) -> web.Response:
 
 async def delete(request: web.Request) -> web.Response:
     """``POST /torrent/delete?hash=&deleteFiles=``."""
-    delete_files = parse_bool(query_value(request.query, "deleteFiles"), "deleteFiles", default=False)
+    delete_files = parse_bool(_query(request, "deleteFiles"), "deleteFiles", default=False)
 
     async def act(qbittorrent: QbittorrentClient, torrent_id: str) -> None:
         await qbittorrent.delete(torrent_id, delete_files=delete_files)
@@ -317,34 +320,80 @@ async def delete(request: web.Request) -> web.Response:
     return await _on_one_torrent(request, act, message)
 
 
+async def _until_refused(request: web.Request) -> Decision:
+    """Re-check the caller's elevation until it is refused; that refusal is the result.
+
+    Checked at least every ELEVATION_CACHE_TTL (and every EVENTS_RECHECK), so a demoted, disabled or
+    logged-out admin stops receiving torrent names within the TTL plus that interval. Any doubt fails
+    closed, as at the middleware: a Jellyfin that cannot be asked ends the stream too.
+    """
+    ttl = request.config_dict[SETTINGS].elevation_cache_ttl
+    interval = min(ttl, EVENTS_RECHECK) if ttl > 0 else EVENTS_RECHECK
+    while True:
+        await asyncio.sleep(interval)
+        decision = await request[ADMIN_CHECK].ask()
+        if not decision.allowed:
+            return decision
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """``GET /torrent/events``: Server-Sent Events, a ``snapshot`` of all torrents, then ``delta``s.
 
     Every listener shares the watcher's one poller; a listener that falls far behind is dropped and
-    its browser reconnects to a fresh snapshot.
+    its browser reconnects to a fresh snapshot. At most EVENTS_MAX_LISTENERS per process (503 beyond):
+    each costs a socket and a queue of up to 256 events. A caller who stops being an admin gets an
+    ``error`` event (``{"error", "status"}``, as the API would answer) and the stream ends.
     """
     watcher = request.config_dict[WATCHER]
+    limit = request.config_dict[SETTINGS].events_max_listeners
+    if watcher.subscribers >= limit:
+        logger.warning("refused a /torrent/events listener: %d already listening", watcher.subscribers)
+        return json_error(503, f"Too many live-event listeners (at most {limit}); try again later")
+    queue = watcher.subscribe()  # no await before this: the limit holds under concurrent requests
+    refused = asyncio.create_task(_until_refused(request))
+    next_event: asyncio.Future[str | None] | None = None
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-    await response.prepare(request)
-    queue = watcher.subscribe()
     try:
+        await response.prepare(request)
         await response.write(b"retry: 2000\n\n")
         while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE)
-            except TimeoutError:
+            next_event = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait(
+                (next_event, refused), timeout=SSE_KEEPALIVE, return_when=asyncio.FIRST_COMPLETED
+            )
+            if refused in done:
+                await response.write(_refusal_event(refused))
+                break
+            if next_event not in done:
+                next_event.cancel()
                 await response.write(b": keep-alive\n\n")
                 continue
+            event = next_event.result()
             if event is None:
                 break
             await response.write(event.encode())
     except ConnectionError:
         pass  # the browser went away
     finally:
+        if next_event is not None:
+            next_event.cancel()
+        refused.cancel()
         watcher.unsubscribe(queue)
     return response
+
+
+def _refusal_event(refused: asyncio.Task[Decision]) -> bytes:
+    """The ``error`` event that ends a stream, with the status and reason the API would answer."""
+    error = refused.exception()
+    if error is None:
+        decision = refused.result()
+        logger.info("ended a /torrent/events stream: %s", decision.reason)
+    else:
+        logger.error("re-checking a /torrent/events listener failed", exc_info=error)
+        decision = Decision(500, "Internal error in the gateway")
+    return sse("error", {"error": decision.reason, "status": decision.status}).encode()
 
 
 async def _timed(check: Awaitable[dict[str, Any]]) -> dict[str, Any]:

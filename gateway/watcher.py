@@ -9,6 +9,10 @@ keeps the merged torrent list, and
   completion is announced once, across restarts, with no local database; a failure is retried with
   backoff, so Jellyfin or qBittorrent being down delays a notification but never loses it.
 
+Announcements run in their own task beside the poller, never inside it: a Jellyfin that hangs (its
+calls time out after 10 s each) delays announcements, not live progress. One task announces one
+torrent at a time, and asks for the library folders once per round however many torrents finished.
+
 It runs only while someone listens or notifications are on. With several gateway processes, every one
 polls for its own listeners but only worker 0 notifies (so a completion is announced once).
 """
@@ -96,9 +100,16 @@ class TorrentWatcher:
         self._subscribers: set[asyncio.Queue[str | None]] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._announcer: asyncio.Task[None] | None = None
+        self._due = asyncio.Event()  # set by a poll that found announcements to make
         self._retry: dict[str, tuple[int, float]] = {}  # hash -> (failures, not before)
+        # Jellyfin told, tag not recorded yet: a retry only records the tag (Jellyfin is not told twice).
+        self._told: dict[str, Notification] = {}
+        # Tag recorded, but qBittorrent's data may not show it yet (a poll already under way).
+        self._announced: set[str] = set()
         self.polls = 0
-        self.last_error: str | None = None
+        self._poll_error: str | None = None
+        self._notify_error: str | None = None
         self.last_notification: Notification | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -106,15 +117,23 @@ class TorrentWatcher:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="torrent-watcher")
+        if self._announcer is None:
+            self._announcer = asyncio.create_task(self._announce_forever(), name="jellyfin-announcer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._announcer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._announcer = None
         for queue in list(self._subscribers):
             self._close(queue)
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last poll failed, else why the last announcement round had a failure."""
+        return self._poll_error or self._notify_error
 
     @property
     def active(self) -> bool:
@@ -165,13 +184,13 @@ class TorrentWatcher:
                 await self._wake.wait()
                 self._rid = 0  # after a pause, start from a full update
             try:
-                self.last_error = None  # this cycle's poll or notifications may set it again
                 await self.poll_once()
+                self._poll_error = None
                 failures = 0
                 await asyncio.sleep(self._interval)
             except QbittorrentError as exc:
                 failures += 1
-                self.last_error = exc.reason
+                self._poll_error = exc.reason
                 delay = min(MAX_BACKOFF, self._interval * 2**failures)
                 logger.warning("watching qBittorrent failed (%s); retrying in %.0f s", exc.reason, delay)
                 await asyncio.sleep(delay)
@@ -196,13 +215,13 @@ class TorrentWatcher:
                     self.torrents.setdefault(torrent_hash, {}).update(fields)
             for torrent_hash in removed:
                 self.torrents.pop(torrent_hash, None)
-                self._retry.pop(torrent_hash, None)
             delta = {h: {**f, "hash": h} for h, f in changed.items() if isinstance(f, dict)}
             self._publish(sse("delta", {"torrents": delta, "removed": removed}))
         rid = data.get("rid")
         self._rid = rid if isinstance(rid, int) else 0
-        if self.notify:
-            await self._notify_completed()
+        self._forget_settled()
+        if self.notify and self.due():
+            self._due.set()  # the announcer does it; this poll does not wait
 
     # --- notifications ----------------------------------------------------------------------------
 
@@ -211,36 +230,116 @@ class TorrentWatcher:
         return [
             h
             for h, t in self.torrents.items()
-            if GATEWAY_TAG in tags_of(t) and NOTIFIED_TAG not in tags_of(t) and is_complete(t)
+            if GATEWAY_TAG in tags_of(t)
+            and NOTIFIED_TAG not in tags_of(t)
+            and h not in self._announced
+            and is_complete(t)
         ]
 
-    async def _notify_completed(self) -> None:
+    def due(self) -> list[str]:
+        """Pending torrents whose backoff, if any, is over."""
         now = self._clock()
-        for torrent_hash in self.pending():
-            failures, not_before = self._retry.get(torrent_hash, (0, 0.0))
-            if now < not_before:
+        return [h for h in self.pending() if self._retry.get(h, (0, 0.0))[1] <= now]
+
+    def _forget_settled(self) -> None:
+        """Drop what qBittorrent now says itself: torrents it no longer has, tags it now shows."""
+        self._announced = {
+            h for h in self._announced if h in self.torrents and NOTIFIED_TAG not in tags_of(self.torrents[h])
+        }
+        for book in (self._retry, self._told):
+            for torrent_hash in [h for h in book if h not in self.torrents]:
+                del book[torrent_hash]
+
+    async def _announce_forever(self) -> None:
+        failures = 0
+        while True:
+            await self._due.wait()
+            self._due.clear()  # a poll during this round sets it again
+            try:
+                await self.announce_due()
+                failures = 0
+            except Exception:
+                failures += 1
+                logger.exception("unexpected error while telling Jellyfin about finished downloads")
+                await asyncio.sleep(min(MAX_BACKOFF, self._interval * 2**failures))
+
+    async def announce_due(self) -> None:
+        """One round: each due torrent in turn, with at most one /Library/VirtualFolders call.
+
+        Once Jellyfin fails in a round, the rest of the round waits for the next try instead of
+        waiting for the same timeout once per torrent.
+        """
+        folders: list[str] | None = None
+        jellyfin_down: str | None = None
+        failed = False
+        for torrent_hash in self.due():
+            torrent = self.torrents.get(torrent_hash)
+            if torrent is None:
                 continue
             try:
-                await self._announce(torrent_hash, self.torrents[torrent_hash])
+                if torrent_hash not in self._told:
+                    if jellyfin_down is not None:
+                        raise JellyfinUnavailable(502, jellyfin_down)
+                    path = self._jellyfin_path(torrent)
+                    if path and folders is None:
+                        folders = await self._library_folders()
+                    self._told[torrent_hash] = await self._tell_jellyfin(
+                        torrent_hash, torrent, path, folders or []
+                    )
+                # Recorded in qBittorrent, not here: it survives restarts and is shared by every gateway.
+                await self._qbittorrent.add_tags(torrent_hash, [NOTIFIED_TAG])
             except (JellyfinUnavailable, QbittorrentError, _NotAccepted) as exc:
-                failures += 1
-                delay = min(MAX_BACKOFF, 2.0**failures)
-                self._retry[torrent_hash] = (failures, now + delay)
+                failed = True
                 reason = exc.reason if isinstance(exc, JellyfinUnavailable | QbittorrentError) else str(exc)
-                self.last_error = reason
-                logger.warning(
-                    "telling Jellyfin about %s failed (%s); retrying in %.0f s", torrent_hash, reason, delay
-                )
+                if isinstance(exc, JellyfinUnavailable):
+                    jellyfin_down = reason
+                self._retry_later(torrent_hash, reason)
             else:
+                self._announced.add(torrent_hash)
                 self._retry.pop(torrent_hash, None)
+                self.last_notification = notification = self._told.pop(torrent_hash)
+                logger.info(
+                    "told Jellyfin about %s (%s) with %s",
+                    notification.name,
+                    notification.path,
+                    notification.call,
+                )
+        if not failed:
+            self._notify_error = None
 
-    async def _announce(self, torrent_hash: str, torrent: dict[str, Any]) -> None:
-        content = torrent.get("content_path") or torrent.get("save_path") or ""
-        mapped = to_jellyfin(str(content), self._path_map)
-        jellyfin_path = mapped if mapped is not None else (None if self._path_map else str(content))
+    def _retry_later(self, torrent_hash: str, reason: str) -> None:
+        failures = self._retry.get(torrent_hash, (0, 0.0))[0] + 1
+        delay = min(MAX_BACKOFF, 2.0**failures)
+        self._retry[torrent_hash] = (failures, self._clock() + delay)
+        self._notify_error = reason
+        logger.warning(
+            "telling Jellyfin about %s failed (%s); retrying in %.0f s", torrent_hash, reason, delay
+        )
+
+    def _jellyfin_path(self, torrent: dict[str, Any]) -> str | None:
+        """The download as Jellyfin sees it (PATH_MAP); None when PATH_MAP does not cover it."""
+        content = str(torrent.get("content_path") or torrent.get("save_path") or "")
+        mapped = to_jellyfin(content, self._path_map)
+        return mapped if mapped is not None else (None if self._path_map else content)
+
+    async def _library_folders(self) -> list[str]:
+        """Every library folder; none when Jellyfin will not say (the announcement then refreshes all)."""
+        answer = await self._jellyfin.virtual_folders(self._api_key)
+        if answer.status != 200 or not isinstance(answer.body, list):
+            return []
+        folders: list[str] = []
+        for folder in answer.body:
+            locations = folder.get("Locations") if isinstance(folder, dict) else None
+            if isinstance(locations, list):
+                folders += [p for p in locations if isinstance(p, str)]
+        return folders
+
+    async def _tell_jellyfin(
+        self, torrent_hash: str, torrent: dict[str, Any], path: str | None, folders: list[str]
+    ) -> Notification:
         call = "/Library/Refresh"
-        if jellyfin_path and await self._in_a_library(jellyfin_path):
-            status = await self._jellyfin.media_updated(self._api_key, jellyfin_path)
+        if path and any(is_within(path, folder) for folder in folders):
+            status = await self._jellyfin.media_updated(self._api_key, path)
             if status in (200, 204):
                 call = "/Library/Media/Updated"
             else:
@@ -249,25 +348,7 @@ class TorrentWatcher:
             status = await self._jellyfin.refresh_library(self._api_key)
             if status not in (200, 204):
                 raise _NotAccepted(f"Jellyfin answered /Library/Refresh with HTTP {status}")
-        # Recorded in qBittorrent, not here: it survives restarts and is shared by every gateway.
-        await self._qbittorrent.add_tags(torrent_hash, [NOTIFIED_TAG])
-        torrent["tags"] = ", ".join(sorted(tags_of(torrent) | {NOTIFIED_TAG}))
-        self.last_notification = Notification(
-            torrent_hash, str(torrent.get("name", "")), jellyfin_path or "", call, time.time()
-        )
-        logger.info("told Jellyfin about %s (%s) with %s", torrent.get("name"), jellyfin_path, call)
-
-    async def _in_a_library(self, path: str) -> bool:
-        answer = await self._jellyfin.virtual_folders(self._api_key)
-        if answer.status != 200 or not isinstance(answer.body, list):
-            return False
-        for folder in answer.body:
-            locations = folder.get("Locations") if isinstance(folder, dict) else None
-            if isinstance(locations, list) and any(
-                isinstance(p, str) and is_within(path, p) for p in locations
-            ):
-                return True
-        return False
+        return Notification(torrent_hash, str(torrent.get("name", "")), path or "", call, time.time())
 
     def status(self) -> dict[str, Any]:
         return {

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from multidict import MultiDict
 
 from gateway.paths import PathError, clean_absolute, is_within, qbittorrent_view, to_jellyfin, to_qbittorrent
 from gateway.validation import (
@@ -11,6 +12,7 @@ from gateway.validation import (
     body_fields,
     encode_uri_component,
     info_hash_id,
+    json_body,
     magnet_link,
     parse_bool,
     query_value,
@@ -80,11 +82,78 @@ def test_other_booleans_are_refused(raw: str) -> None:
 
 
 def test_query_keys_and_body_keys_match_in_any_case() -> None:
-    assert query_value(MultiDict([("Hash", "x"), ("hash", "y")]), "hash") == "x"
-    assert query_value(MultiDict([("DELETEFILES", "true")]), "deleteFiles") == "true"
+    assert query_value("Hash=x&hash=y", "hash") == "x"
+    assert query_value("DELETEFILES=true", "deleteFiles") == "true"
     assert body_fields({"INFO_HASH": 1, "Name": 2}) == {"info_hash": 1, "name": 2}
     with pytest.raises(BadRequest):
         body_fields(["not", "an", "object"])
+
+
+@pytest.mark.parametrize(
+    ("raw_query", "value"),
+    [
+        ("q=a+b%2B%26c&cat=1", "a b+&c"),
+        ("x=1&Q=Am%C3%A9lie&q=second", "Amélie"),
+        ("q=%F0%9F%8E%AC", "\U0001f3ac"),
+        ("q=&x=1", ""),
+        ("q", ""),
+        ("q=100%", "100%"),
+        ("other=%ED%A0%80&q=fine", "fine"),  # only the values read are judged
+        ("x=1", None),
+    ],
+)
+def test_query_values_are_decoded_as_utf_8(raw_query: str, value: str | None) -> None:
+    assert query_value(raw_query, "q") == value
+
+
+@pytest.mark.parametrize(
+    "raw_query",
+    ["q=%ED%A0%80", "q=%ED%BF%BF", "q=%FF", "q=ok%C3", "q=%C0%AF", "q=\udced\udca0\udc80", "Q=\udcff"],
+)
+def test_query_values_that_are_not_utf_8_are_refused(raw_query: str) -> None:
+    with pytest.raises(BadRequest, match="q must be UTF-8 text"):
+        query_value(raw_query, "q")
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_json_bodies_nest_at_most_64_levels() -> None:
+    assert json_body(_nested(64).encode()) == json.loads(_nested(64))
+    assert json_body(f'{{"a": {_nested(63)}}}'.encode())["a"]
+    for body in (
+        _nested(65),
+        f'{{"a": {_nested(64)}}}',
+        f'[{{"a": {{"b": {_nested(62)}}}}}]',
+        _nested(10**6),
+    ):
+        with pytest.raises(BadRequest, match="nested deeper than 64 levels"):
+            json_body(body.encode())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'"\\ud800"', b'{"\\udfff": 1}', b'[1, {"a": ["x\\udbff"]}]', b'{"a": "\\udc00\\ud800"}'],
+)
+def test_json_bodies_with_lone_surrogates_are_refused(body: bytes) -> None:
+    with pytest.raises(BadRequest, match="lone surrogate"):
+        json_body(body)
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"a": "\xe9"}', '{"a": 1}'.encode("utf-16"), '{"a": 1}'.encode("utf-32"), b'"\xed\xa0\x80"']
+)
+def test_json_bodies_that_are_not_utf_8_are_refused(body: bytes) -> None:
+    with pytest.raises(BadRequest, match="UTF-8"):
+        json_body(body)
+
+
+def test_valid_json_bodies_are_parsed_as_they_are() -> None:
+    assert json_body(b'{"Name": "\\ud83c\\udfac Am\xc3\xa9lie"}') == {"Name": "\U0001f3ac Amélie"}
+    assert json_body(b"\xef\xbb\xbf[1]") == [1]  # a UTF-8 byte order mark is allowed
+    with pytest.raises(BadRequest, match="must be JSON"):
+        json_body(b"Info_hash=abc")
 
 
 @pytest.mark.parametrize(

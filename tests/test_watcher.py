@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import itertools
 import json
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aioresponses import aioresponses
 from yarl import URL
@@ -23,11 +28,12 @@ from tests.conftest import (
     MockedHTTP,
     QbtFactory,
     RunningGateway,
+    ServerFactory,
     qbittorrent_settings,
     server_url,
     wait_until,
 )
-from tests.jellyfin_standin import Library, StandinState
+from tests.jellyfin_standin import ROUTES, Handler, Library, RequestContext, Route, StandinState
 from tests.qbittorrent_nox import QbtInstance
 
 QB = "http://127.0.0.1:8099/api/v2"
@@ -80,6 +86,12 @@ def _maindata(
     mocked.get(f"{QB}/sync/maindata?rid={rid}", payload=body)
 
 
+async def _poll_and_announce(watcher: TorrentWatcher) -> None:
+    """One poll, then the announcement round the poller hands to its announcer task."""
+    await watcher.poll_once()
+    await watcher.announce_due()
+
+
 def _posts(mocked: aioresponses, url: str) -> list[Any]:
     return [
         call.kwargs.get("json") or call.kwargs.get("data")
@@ -97,8 +109,8 @@ async def test_a_finished_gateway_torrent_is_announced_once_with_jellyfins_path(
         mocked.post(f"{JF}/Library/Media/Updated", status=204)
         mocked.post(f"{QB}/torrents/addTags", body="")
         _maindata(mocked, 1, {HASH: {"tags": f"{GATEWAY_TAG}, {NOTIFIED_TAG}"}})
-        await watcher.poll_once()
-        await watcher.poll_once()
+        await _poll_and_announce(watcher)
+        await _poll_and_announce(watcher)
         assert _posts(mocked, f"{JF}/Library/Media/Updated") == [
             {"Updates": [{"Path": "/media/movies/Movie", "UpdateType": "Created"}]}
         ]
@@ -123,7 +135,7 @@ async def test_other_torrents_are_left_alone(session: aiohttp.ClientSession, tor
     watcher = _watcher(session)
     with MockedHTTP() as mocked:
         _maindata(mocked, 0, {HASH: torrent}, full=True)
-        await watcher.poll_once()
+        await _poll_and_announce(watcher)
         assert [key for key in mocked.requests if key[0] == "POST"] == []
 
 
@@ -146,7 +158,7 @@ async def test_otherwise_the_whole_library_is_refreshed(
             mocked.post(f"{JF}/Library/Media/Updated", status=updated_status)
         mocked.post(f"{JF}/Library/Refresh", status=204)
         mocked.post(f"{QB}/torrents/addTags", body="")
-        await watcher.poll_once()
+        await _poll_and_announce(watcher)
         assert len(_posts(mocked, f"{JF}/Library/Refresh")) == 1
         assert len(_posts(mocked, f"{QB}/torrents/addTags")) == 1
 
@@ -160,20 +172,20 @@ async def test_jellyfin_down_delays_the_notification_with_backoff_and_never_lose
         _maindata(mocked, 0, {HASH: _torrent()}, full=True)
         refused = OSError(111, "Connection refused")
         mocked.get(f"{JF}/Library/VirtualFolders", exception=aiohttp.ClientConnectorError(_KEY, refused))
-        await watcher.poll_once()
+        await _poll_and_announce(watcher)
         assert watcher.pending() == [HASH]
         assert "unreachable" in str(watcher.last_error)
         # Within the backoff nothing is tried; after it, Jellyfin is back and the torrent is announced.
         _maindata(mocked, 1, {})
         clock.now += 1
-        await watcher.poll_once()
+        await _poll_and_announce(watcher)
         assert ("POST", URL(f"{JF}/Library/Media/Updated")) not in mocked.requests
         _maindata(mocked, 2, {})
         mocked.get(f"{JF}/Library/VirtualFolders", payload=LIBRARIES)
         mocked.post(f"{JF}/Library/Media/Updated", status=204)
         mocked.post(f"{QB}/torrents/addTags", body="")
         clock.now += 5
-        await watcher.poll_once()
+        await _poll_and_announce(watcher)
         assert len(_posts(mocked, f"{JF}/Library/Media/Updated")) == 1
     assert watcher.pending() == []
 
@@ -351,3 +363,184 @@ async def test_health_reports_every_upstream_and_the_watcher(http: aiohttp.Clien
     assert health["apibay"]["ok"] is False  # a closed port in these tests
     assert "unreachable" in health["apibay"]["error"]
     assert health["watcher"]["notifications"] is False  # no JELLYFIN_API_KEY
+
+
+# --- with a stub qBittorrent: the watcher against a Jellyfin that hangs ------------------------------
+
+
+@dataclass
+class StubQbittorrent:
+    """Just enough of qBittorrent's WebUI API for the watcher: ``sync/maindata`` and ``addTags``.
+
+    Each poll changes every torrent a little (its active time), as a running qBittorrent does, so each
+    poll gives a delta; every request is recorded, so a test can say "qBittorrent received nothing".
+    """
+
+    torrents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+    add_tags_failures: int = 0  # answer this many addTags calls with HTTP 500
+    rid: int = 0
+
+    def tagged(self, torrent_hash: str) -> bool:
+        return NOTIFIED_TAG in tags_of(self.torrents[torrent_hash])
+
+
+def create_stub_qbittorrent(stub: StubQbittorrent) -> web.Application:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        stub.requests.append(f"{request.method} {request.path_qs}")
+        if request.path == "/api/v2/sync/maindata":
+            stub.rid += 1
+            for torrent in stub.torrents.values():
+                torrent["time_active"] = stub.rid
+            body: dict[str, Any] = {"rid": stub.rid, "torrents": copy.deepcopy(stub.torrents)}
+            if request.query.get("rid", "0") == "0":
+                body["full_update"] = True
+            return web.json_response(body)
+        if request.path == "/api/v2/torrents/addTags":
+            form = await request.post()
+            if stub.add_tags_failures:
+                stub.add_tags_failures -= 1
+                return web.Response(status=500, text="stub failure")
+            for torrent_hash in str(form["hashes"]).split("|"):
+                torrent = stub.torrents[torrent_hash]
+                torrent["tags"] = ", ".join(sorted(tags_of(torrent) | set(str(form["tags"]).split(","))))
+            return web.Response(text="")
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+def complete_torrents(*names: str) -> dict[str, dict[str, Any]]:
+    """Finished gateway downloads in qBittorrent's /downloads/movies (Jellyfin's /media/movies)."""
+    return {
+        f"{index:040x}": _torrent(name=name, content_path=f"/downloads/movies/{name}")
+        for index, name in enumerate(names, start=1)
+    }
+
+
+def hold_library_calls(jellyfin: TestServer, release: asyncio.Event) -> None:
+    """Make the stand-in hang on every /Library/* call until ``release`` is set."""
+
+    def held(handler: Handler) -> Handler:
+        async def wait_then_answer(ctx: RequestContext) -> web.StreamResponse:
+            await release.wait()
+            return await handler(ctx)
+
+        return wait_then_answer
+
+    routes = jellyfin.app[ROUTES]
+    for index, row in enumerate(routes):
+        if row.template.lower().startswith("/library/"):
+            routes[index] = Route(row.methods, row.template, row.policy, held(row.handler))
+
+
+@pytest.fixture
+def qbt_stub() -> StubQbittorrent:
+    return StubQbittorrent()
+
+
+@pytest.fixture
+async def qbt_stub_server(aiohttp_server: ServerFactory, qbt_stub: StubQbittorrent) -> TestServer:
+    return await aiohttp_server(create_stub_qbittorrent(qbt_stub))
+
+
+@pytest.fixture
+async def announcing_gateway(
+    jellyfin: TestServer,
+    standin_state: StandinState,
+    qbt_stub_server: TestServer,
+    gateway_factory: GatewayFactory,
+) -> RunningGateway:
+    """A gateway that polls the stub every 0.1 s and tells the stand-in about finished downloads."""
+    return await gateway_factory(
+        server_url(jellyfin),
+        qbittorrent_url=server_url(qbt_stub_server),
+        jellyfin_api_key=standin_state.api_key_for("gateway"),
+        path_map=PATH_MAP,
+        watch_interval=0.1,
+    )
+
+
+async def _read_timed_events(response: aiohttp.ClientResponse, events: list[tuple[float, str]]) -> None:
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            events.append((time.monotonic(), line[7:]))
+
+
+async def test_live_progress_keeps_flowing_while_jellyfin_hangs_and_each_torrent_is_announced_once(
+    http: aiohttp.ClientSession,
+    jellyfin: TestServer,
+    standin_state: StandinState,
+    qbt_stub: StubQbittorrent,
+    gateway_factory: GatewayFactory,
+    qbt_stub_server: TestServer,
+) -> None:
+    release = asyncio.Event()
+    hold_library_calls(jellyfin, release)
+    qbt_stub.torrents = complete_torrents("Alpha", "Beta")
+    gateway = await gateway_factory(
+        server_url(jellyfin),
+        qbittorrent_url=server_url(qbt_stub_server),
+        jellyfin_api_key=standin_state.api_key_for("gateway"),
+        path_map=PATH_MAP,
+        watch_interval=0.1,
+    )
+    token = standin_state.issue_token(standin_state.user_by_name("admin"))
+    stream = await http.get(
+        server_url(gateway, "/torrent/events"), headers={"Authorization": f'MediaBrowser Token="{token}"'}
+    )
+    events: list[tuple[float, str]] = []
+    reader = asyncio.create_task(_read_timed_events(stream, events))
+    try:
+        assert stream.status == 200
+        # The announcement is under way and Jellyfin holds it.
+        assert await wait_until(lambda: standin_state.calls["GET /library/virtualfolders"] >= 1)
+        hung_at = time.monotonic()
+
+        def deltas() -> list[float]:
+            return [at for at, kind in events if kind == "delta" and at >= hung_at]
+
+        assert await wait_until(lambda: len(deltas()) >= 20, 5), f"{len(deltas())} deltas while Jellyfin hung"
+        times = [hung_at, *deltas()]
+        assert max(b - a for a, b in itertools.pairwise(times)) < 1.0
+        assert standin_state.media_updates == []
+        # Jellyfin answers again: each torrent is announced once, and stays announced.
+        release.set()
+        assert await wait_until(lambda: all(qbt_stub.tagged(h) for h in qbt_stub.torrents), 15)
+        polls = gateway.app[WATCHER].polls
+        assert await wait_until(lambda: gateway.app[WATCHER].polls >= polls + 5)
+    finally:
+        release.set()
+        reader.cancel()
+        stream.close()
+    assert sorted(u.path for u in standin_state.media_updates) == [
+        "/media/movies/Alpha",
+        "/media/movies/Beta",
+    ]
+    assert sum("addTags" in r for r in qbt_stub.requests) == 2
+
+
+async def test_several_finished_torrents_share_one_virtualfolders_call(
+    announcing_gateway: RunningGateway, standin_state: StandinState, qbt_stub: StubQbittorrent
+) -> None:
+    qbt_stub.torrents = complete_torrents("One", "Two", "Three")
+    assert await wait_until(lambda: len(standin_state.media_updates) == 3, 10)
+    assert await wait_until(lambda: all(qbt_stub.tagged(h) for h in qbt_stub.torrents))
+    assert standin_state.calls["GET /library/virtualfolders"] == 1
+    assert standin_state.library_refreshes == 0
+
+
+async def test_jellyfin_is_told_once_even_when_recording_it_in_qbittorrent_must_be_retried(
+    announcing_gateway: RunningGateway, standin_state: StandinState, qbt_stub: StubQbittorrent
+) -> None:
+    qbt_stub.add_tags_failures = 1
+    qbt_stub.torrents = complete_torrents("Gamma")
+    (torrent_hash,) = qbt_stub.torrents
+    assert await wait_until(lambda: qbt_stub.tagged(torrent_hash), 10), announcing_gateway.app[
+        WATCHER
+    ].status()
+    assert [u.path for u in standin_state.media_updates] == ["/media/movies/Gamma"]
+    assert sum("addTags" in r for r in qbt_stub.requests) == 2
