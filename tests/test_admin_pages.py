@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import (
@@ -25,13 +26,22 @@ from playwright.async_api import (
     ConsoleMessage,
     Dialog,
     Page,
+    Route,
     async_playwright,
     expect,
 )
+from yarl import URL
 
 from gateway.pages import CONTENT_SECURITY_POLICY
 from tests.apibay_standin import ApibayState, create_apibay_standin
-from tests.conftest import GatewayFactory, RunningGateway, ServerFactory, qbittorrent_settings, server_url
+from tests.conftest import (
+    GatewayFactory,
+    RunningGateway,
+    ServerFactory,
+    qbittorrent_settings,
+    server_url,
+    wait_until,
+)
 from tests.jellyfin_standin import StandinState
 from tests.qbittorrent_nox import QbtInstance, binaries, new_base_dir, require_binary, start_qbittorrent
 
@@ -45,6 +55,8 @@ class Site:
     gateway: RunningGateway
     qbt: QbtInstance
     standin: StandinState
+    #: The Jellyfin stand-in itself (not through the gateway), to ask it whether a token still works.
+    jellyfin: URL
     problems: list[str] = field(default_factory=list)
     #: Console lines a test provokes on purpose (Chromium logs every 4xx answer as an error).
     expected: list[str] = field(default_factory=list)
@@ -55,6 +67,25 @@ class Site:
 
     def token(self, user: str) -> str:
         return self.standin.issue_token(self.standin.user_by_name(user))
+
+    async def token_works(self, token: str) -> bool:
+        """Whether Jellyfin (the stand-in, asked directly) still accepts ``token``."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                self.jellyfin / "Users" / "Me", headers={"Authorization": f'MediaBrowser Token="{token}"'}
+            ) as response,
+        ):
+            assert response.status in (200, 401), response.status
+            return response.status == 200
+
+    def logout_calls(self) -> list[str]:
+        """The Authorization headers of every POST /Sessions/Logout Jellyfin received."""
+        return [
+            r.headers.get("Authorization", "")
+            for r in self.standin.requests
+            if r.method == "POST" and r.path_qs.split("?")[0] == "/Sessions/Logout"
+        ]
 
 
 @pytest.fixture
@@ -100,7 +131,7 @@ async def site(
     gateway = await gateway_factory(
         server_url(jellyfin), apibay_url=server_url(apibay), watch_interval=0.2, **qbittorrent_settings(qbt)
     )
-    return Site(gateway, qbt, standin_state)
+    return Site(gateway, qbt, standin_state, server_url(jellyfin))
 
 
 @pytest.fixture
@@ -169,6 +200,133 @@ async def test_signing_in_through_the_form_opens_the_search_page(
     # The token travels in headers only: no request of the page put it in a URL.
     assert all(token not in r.path_qs for r in site.standin.requests)
     await page.locator("#signout").click()
+    await expect(page).to_have_url(site.ui + "/signin")
+
+
+async def _sign_in_through_the_form(page: Page, site: Site) -> str:
+    """Sign in as admin with the page's own form; returns the token the page keeps for itself."""
+    await page.goto(site.ui + "/signin")
+    await page.locator("#username").fill("admin")
+    await page.locator("#password").fill("adminpw")
+    await page.locator("#signin-submit").click()
+    await expect(page).to_have_url(site.ui + "/search")
+    await expect(page.locator("#search-form")).to_be_visible()
+    token = await page.evaluate("localStorage.getItem('jellyfin-gateway.token')")
+    assert isinstance(token, str)
+    assert token in site.standin.tokens
+    return token
+
+
+async def _own_token(page: Page) -> Any:
+    return await page.evaluate("localStorage.getItem('jellyfin-gateway.token')")
+
+
+async def _jellyfin_web_token(page: Page) -> str:
+    credentials = json.loads(await page.evaluate("localStorage.getItem('jellyfin_credentials')"))
+    token = credentials["Servers"][0]["AccessToken"]
+    assert isinstance(token, str)
+    return token
+
+
+@pytest.mark.parametrize("where", ["search", "downloads"])  # downloads: with its live stream open
+async def test_signing_out_ends_the_jellyfin_session_the_form_started(
+    context: BrowserContext, site: Site, where: str
+) -> None:
+    page = _watch(await context.new_page(), site)
+    token = await _sign_in_through_the_form(page, site)
+    assert await site.token_works(token)
+    if where == "downloads":
+        await page.locator("#nav a", has_text="Downloads").click()
+        await expect(page.locator("#live-status")).to_have_text("Live updates on.")
+
+    await page.locator("#signout").click()
+    await expect(page).to_have_url(site.ui + "/signin")
+    await expect(page.locator("#signin-form")).to_be_visible()
+    assert await wait_until(lambda: token not in site.standin.tokens)
+    assert not await site.token_works(token)  # Jellyfin itself no longer accepts it
+    assert await _own_token(page) is None
+    # Revoked with the same MediaBrowser header the pages send, the token in it and nowhere else.
+    [authorization] = site.logout_calls()
+    assert authorization.startswith('MediaBrowser Client="Jellyfin%20Torrent%20Gateway"')
+    assert f'Token="{token}"' in authorization
+    assert all(token not in r.path_qs for r in site.standin.requests)
+    # Signed out means signed out: reloading the sign-in page does not get back in.
+    await page.reload()
+    await expect(page.locator("#signin-form")).to_be_visible()
+    await expect(page).to_have_url(site.ui + "/signin")
+
+
+async def test_signing_out_leaves_a_borrowed_jellyfin_web_sign_in_alone(
+    context: BrowserContext, site: Site
+) -> None:
+    page = await _signed_in_page(context, site)
+    await page.goto(site.ui + "/search")
+    await expect(page.locator("#search-form")).to_be_visible()
+    token = await _jellyfin_web_token(page)
+    assert await _own_token(page) is None  # borrowed, not the page's own
+
+    await page.locator("#signout").click()
+    await expect(page).to_have_url(site.ui + "/signin")
+    await expect(page.locator("#signin-form")).to_be_visible()
+    await asyncio.sleep(0.3)  # a stray logout call would have arrived by now
+    assert site.logout_calls() == []
+    assert token in site.standin.tokens
+    assert await site.token_works(token)  # Jellyfin web stays signed in
+    # Jellyfin web's entry is read, never written.
+    assert await _jellyfin_web_token(page) == token
+
+
+async def test_signing_out_revokes_only_the_form_token_when_jellyfin_web_is_signed_in_too(
+    context: BrowserContext, site: Site
+) -> None:
+    # Jellyfin web is signed in as a non-admin; the admin then signs in through the page's form.
+    site.expected.append("the server responded with a status of 403")  # alice's admin check
+    page = await _signed_in_page(context, site, user="alice")
+    own = await _sign_in_through_the_form(page, site)
+    web_token = await _jellyfin_web_token(page)
+    assert own != web_token
+
+    await page.locator("#signout").click()
+    await expect(page).to_have_url(site.ui + "/signin")
+    await expect(page.locator("#signin-form")).to_be_visible()
+    assert await wait_until(lambda: own not in site.standin.tokens)
+    assert not await site.token_works(own)
+    assert await site.token_works(web_token)
+    assert len(site.logout_calls()) == 1
+
+
+async def test_signing_out_forgets_the_token_when_jellyfin_already_ended_the_session(
+    context: BrowserContext, site: Site
+) -> None:
+    page = _watch(await context.new_page(), site)
+    token = await _sign_in_through_the_form(page, site)
+    site.standin.revoke_token(token)  # expired or revoked elsewhere meanwhile
+    site.expected.append("the server responded with a status of 401")  # Chromium logs the logout's 401
+    await page.locator("#signout").click()
+    await expect(page).to_have_url(site.ui + "/signin")
+    await expect(page.locator("#signin-form")).to_be_visible()
+    assert await _own_token(page) is None
+    assert len(site.logout_calls()) == 1
+
+
+async def test_signing_out_forgets_the_token_when_jellyfin_cannot_be_reached(
+    context: BrowserContext, site: Site
+) -> None:
+    page = _watch(await context.new_page(), site)
+    token = await _sign_in_through_the_form(page, site)
+
+    async def unreachable(route: Route) -> None:
+        await route.abort("connectionrefused")
+
+    await page.route("**/Sessions/Logout", unreachable)
+    site.expected.append("net::ERR_CONNECTION_REFUSED")  # Chromium logs the failed request itself
+    await page.locator("#signout").click()
+    await expect(page).to_have_url(site.ui + "/signin")
+    await expect(page.locator("#signin-form")).to_be_visible()
+    assert await _own_token(page) is None
+    assert token in site.standin.tokens  # never reached Jellyfin; forgotten here all the same
+    await page.reload()
+    await expect(page.locator("#signin-form")).to_be_visible()
     await expect(page).to_have_url(site.ui + "/signin")
 
 

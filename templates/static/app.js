@@ -979,9 +979,43 @@ async function initLibraries() {
 // ---------------------------------------------------------------------------------------------
 // Start
 
-$("#signout").addEventListener("click", () => {
+const LOGOUT_TIMEOUT_MS = 5000;
+
+/** Ends the Jellyfin session behind `token` (POST /Sessions/Logout, the token in the header as
+ * always). Best effort: unreachable, slow or already expired all end quietly, as the token is
+ * forgotten here either way. */
+async function endJellyfinSession(token) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), LOGOUT_TIMEOUT_MS);
+  try {
+    await fetch(config.base + "/Sessions/Logout", {
+      method: "POST",
+      headers: { Authorization: authorizationHeader(token), Accept: "application/json" },
+      signal: controller.signal,
+      cache: "no-store",
+      credentials: "omit",
+    });
+  } catch {
+    /* not revoked; Jellyfin expires it in time, and this browser no longer has it */
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+$("#signout").addEventListener("click", async (event) => {
+  const button = event.currentTarget;
+  if (button.disabled) return;
+  button.disabled = true;
+  // Only the token our own form signed in with is ours to end. Jellyfin web's (borrowed from
+  // jellyfin_credentials) is only forgotten: signing out here must not sign the user out there.
+  const own = storageGet(KEYS.token);
+  // Forget first, so an interrupted sign-out (tab closed, Jellyfin slow) still signed out here.
   storageRemove(KEYS.token);
   storageSet(KEYS.signedOut, "1"); // keeps Jellyfin web's token from signing us straight back in
+  if (own && own !== jellyfinWebToken()) {
+    setFeedback("Signing out…");
+    await endJellyfinSession(own);
+  }
   goToSignin();
 });
 
