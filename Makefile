@@ -8,6 +8,7 @@ TEST_DEBS := chromium
 BENCH_DEBS := nginx-light wrk curl
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+SOAK_ARGS ?=
 
 .PHONY: install run test lint bench screenshots system-deps qbittorrent clean
 
@@ -59,6 +60,13 @@ screenshots: install qbittorrent
 bench: install
 	@$(MAKE) --no-print-directory system-deps DEBS="$(BENCH_DEBS)"
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# Minutes of mixed and abusive traffic through one gateway while its upstreams restart (not in `test`);
+# needs Debian's qbittorrent-nox. SOAK_ARGS="--duration 60" for a short run.
+.PHONY: soak
+soak: install
+	@$(MAKE) --no-print-directory system-deps DEBS="qbittorrent-nox"
+	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
