@@ -5,8 +5,8 @@ Two roles:
 * **upstream** - stands in for Jellyfin. Static files with sendfile, generous limits, and
   `/socket` routed to the aiohttp echo server, so "direct" is one upstream address. It is tuned to
   be fast (it must never be the bottleneck), which is *not* what the proxy role does.
-* **proxy** - nginx "configured as Jellyfin's docs recommend" (jellyfin.org, reverse proxy, nginx;
-  shared/reference/jellyfin.md section 6) on top of Debian's stock nginx.conf http defaults.
+* **proxy** - nginx "configured as Jellyfin's docs recommend" (jellyfin.org, networking,
+  reverse proxy, nginx) on top of Debian's stock nginx.conf http defaults.
 
 Everything (pid, logs, temp paths) lives under the temp dir so nginx runs as root or not without
 touching /etc or /var.

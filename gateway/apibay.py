@@ -1,6 +1,6 @@
 """A thin client of apibay's search (``GET /q.php``), the provider behind ``/torrent/search``.
 
-apibay publishes no contract (shared/reference/apibay.md), so everything it sends is parsed
+apibay publishes no contract, so everything it sends is parsed
 defensively: the reply must be a JSON array whatever its Content-Type says, each row is reduced to
 the 12 fields the spec promises, every value becomes a string (fields come and go, e.g.
 ``num_files`` since December 2025), HTML entities in names are undone, and the "No results returned"
@@ -32,7 +32,7 @@ from .upstream import ReplyTooLarge, connect_failure, read_capped
 
 logger = logging.getLogger(__name__)
 
-#: The fields of a ``TorrentSearchResult`` (shared/spec/torrent-api.md, endpoint 3), in its order.
+#: The fields of a ``TorrentSearchResult`` (the search endpoint's contract), in its order.
 SEARCH_FIELDS: tuple[str, ...] = (
     "id",
     "name",

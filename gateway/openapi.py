@@ -1,7 +1,8 @@
 """The OpenAPI 3 description of the /torrent API (served publicly at /torrent/openapi.json).
 
-It documents shared/spec/torrent-api.md as the gateway implements it, so client authors can generate
-code and tools such as schemathesis can exercise the API. It contains no data, only shapes.
+It documents the /torrent API (README, "The /torrent API") as the gateway implements it, so client
+authors can generate code and tools such as schemathesis can exercise the API. It contains no data,
+only shapes.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The /torrent API: the gateway's own endpoints, never forwarded to Jellyfin.
 
-Its contract (paths, shapes, status codes) is shared/spec/torrent-api.md; existing clients depend on
-it. Routes are registered as lowercase full paths (see routing.py); every route but the public ones
-runs behind the admin check.
+Its contract (paths, shapes, status codes) is binding: existing clients depend on it (README, "The
+/torrent API", and openapi.py). Routes are registered as lowercase full paths (see routing.py);
+every route but the public ones runs behind the admin check.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """An apibay stand-in for integration tests: ``GET /q.php`` as the gateway will meet it.
 
-What it sends follows ``/work/shared/reference/apibay.md``: rows whose every value is a string,
+What it sends follows what apibay's live API was seen to send: rows whose every value is a string,
 UPPERCASE 40-hex hashes, ``num_files`` missing on some rows (apibay dropped it in December 2025),
 HTML-escaped names (``Ubuntu Linux &amp; Linux Scripting``, an escaped ``<img onerror>``), the
 one-row "No results returned" sentinel, and Cloudflare's HTML error pages.

@@ -5,8 +5,8 @@ module mimics Jellyfin 10.11 closely where the gateway can observe it:
 token extraction and precedence, 401-versus-403 with empty bodies,
 case-insensitive routing, PascalCase JSON without nulls, the BaseUrl
 redirection middleware, the WebSocket handshake and Range handling on static
-streams.  Behaviour follows ``/work/shared/reference/jellyfin.md`` and the
-Jellyfin source (tag ``v10.11.0``) it cites.
+streams.  Behaviour follows the
+Jellyfin source (tag ``v10.11.0``, and master for 12.0's legacy-authorization switch).
 
 Everything observable lives on a :class:`StandinState` stored under
 :data:`STATE`, and routes are rows of a table (:data:`ROUTES` on the app), so

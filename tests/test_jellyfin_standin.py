@@ -1,4 +1,4 @@
-"""The Jellyfin stand-in checked against the reference (shared/reference/jellyfin.md) directly."""
+"""The Jellyfin stand-in checked directly against Jellyfin's documented behaviour."""
 
 from __future__ import annotations
 

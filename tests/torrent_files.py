@@ -3,8 +3,8 @@
 End-to-end tests need a torrent that really downloads without the internet: we write a payload,
 build its v1 .torrent ourselves (no tracker, no DHT), let one instance seed it and point another at
 the seeder with ``torrents/addPeers``. The recipe and its pitfalls (queueing, the window in which
-the WebAPI says "seeding" but the BitTorrent port still refuses peers) are in section 7 of
-``/work/shared/reference/qbittorrent.md``. All traffic goes to 127.0.0.1.
+the WebAPI says "seeding" but the BitTorrent port still refuses peers) are qBittorrent's own
+behaviour (libtorrent's listen and announce timing). All traffic goes to 127.0.0.1.
 """
 
 from __future__ import annotations
