@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from tests.apibay_standin import ApibayState, create_apibay_standin
 from tests.conftest import GatewayFactory, RunningGateway, ServerFactory, server_url
 from tests.jellyfin_standin import StandinState
-from tests.test_watcher import StubQbittorrent, create_stub_qbittorrent
+from tests.qbittorrent_stub import StubQbittorrent, create_stub_qbittorrent
 
 HASH = "0123456789abcdef0123456789abcdef01234567"
 #: A UTF-8-encoded surrogate (invalid UTF-8) and a byte that starts no UTF-8 character.

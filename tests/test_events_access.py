@@ -7,10 +7,8 @@ the stub qBittorrent (tests/test_watcher.py) keeps torrent names flowing the who
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 import pytest
@@ -19,12 +17,13 @@ from aiohttp.test_utils import TestServer
 from gateway.torrent_api import WATCHER
 from tests.conftest import GatewayFactory, RunningGateway, ServerFactory, server_url, wait_until
 from tests.jellyfin_standin import StandinState
-from tests.test_watcher import StubQbittorrent, complete_torrents, create_stub_qbittorrent
+from tests.qbittorrent_stub import StubQbittorrent, complete_torrents, create_stub_qbittorrent
+from tests.sse import SseEvent, read_events
 
 #: ELEVATION_CACHE_TTL of these gateways, short so that the tests are.
 TTL = 0.5
 
-Event = tuple[float, str, Any]
+Event = SseEvent
 
 
 @pytest.fixture
@@ -48,17 +47,6 @@ async def gateway(
 
 def _headers(token: str) -> dict[str, str]:
     return {"Authorization": f'MediaBrowser Token="{token}"'}
-
-
-async def _read_events(response: aiohttp.ClientResponse, events: list[Event]) -> None:
-    """Every event with its arrival time, until the gateway ends the stream."""
-    kind = ""
-    async for raw in response.content:
-        line = raw.decode().rstrip("\n")
-        if line.startswith("event: "):
-            kind = line[7:]
-        elif line.startswith("data: "):
-            events.append((time.monotonic(), kind, json.loads(line[6:])))
 
 
 def _demote(state: StandinState, token: str) -> None:
@@ -89,7 +77,7 @@ async def test_a_caller_who_loses_admin_rights_gets_an_error_event_and_the_strea
     events: list[Event] = []
     async with http.get(server_url(gateway, "/torrent/events"), headers=_headers(token)) as stream:
         assert stream.status == 200
-        reader = asyncio.create_task(_read_events(stream, events))
+        reader = asyncio.create_task(read_events(stream, events))
         try:
             assert await wait_until(lambda: any(kind == "snapshot" for _, kind, _ in events))
             assert events[0][2]["torrents"][0]["name"] == "Secret"

@@ -86,37 +86,29 @@ async def test_a_websocket_upgrade_to_a_closed_port_says_unreachable_but_not_whe
     assert _warned_about(caplog, port)
 
 
-async def test_torrent_calls_to_a_closed_qbittorrent_say_unreachable_but_not_where(
+@pytest.mark.parametrize(
+    ("setting", "path", "reason"),
+    [
+        ("qbittorrent_url", "/torrent/progress", "qBittorrent is unreachable (connection refused)"),
+        ("apibay_url", "/torrent/search?q=x", "apibay is unreachable (connection refused)"),
+    ],
+    ids=["qbittorrent", "apibay"],
+)
+async def test_torrent_calls_to_a_closed_upstream_say_unreachable_but_not_where(
     http: aiohttp.ClientSession,
     jellyfin_gateway: RunningGateway,
     standin_state: StandinState,
     caplog: pytest.LogCaptureFixture,
+    setting: str,
+    path: str,
+    reason: str,
 ) -> None:
     caplog.set_level(logging.WARNING)
-    port = _port_of(jellyfin_gateway.settings.qbittorrent_url)  # a closed port (gateway_factory)
-    async with http.get(
-        server_url(jellyfin_gateway, "/torrent/progress"), headers=_admin(standin_state)
-    ) as resp:
+    port = _port_of(getattr(jellyfin_gateway.settings, setting))  # a closed port (gateway_factory)
+    async with http.get(server_url(jellyfin_gateway, path), headers=_admin(standin_state)) as resp:
         body = await resp.json()
     assert resp.status == 500
-    assert body == {"error": "qBittorrent is unreachable (connection refused)"}
-    assert _warned_about(caplog, port)
-
-
-async def test_torrent_searches_against_a_closed_apibay_say_unreachable_but_not_where(
-    http: aiohttp.ClientSession,
-    jellyfin_gateway: RunningGateway,
-    standin_state: StandinState,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.WARNING)
-    port = _port_of(jellyfin_gateway.settings.apibay_url)  # a closed port (gateway_factory)
-    async with http.get(
-        server_url(jellyfin_gateway, "/torrent/search?q=x"), headers=_admin(standin_state)
-    ) as resp:
-        body = await resp.json()
-    assert resp.status == 500
-    assert body == {"error": "apibay is unreachable (connection refused)"}
+    assert body == {"error": reason}
     assert _warned_about(caplog, port)
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -35,6 +33,9 @@ from tests.conftest import (
 )
 from tests.jellyfin_standin import ROUTES, Handler, Library, RequestContext, Route, StandinState
 from tests.qbittorrent_nox import QbtInstance
+from tests.qbittorrent_stub import StubQbittorrent, complete_torrents, create_stub_qbittorrent
+from tests.qbittorrent_stub import finished_torrent as _torrent
+from tests.sse import SseEvent, read_events
 
 QB = "http://127.0.0.1:8099/api/v2"
 JF = "http://127.0.0.1:8096"
@@ -43,18 +44,6 @@ HASH = "0123456789abcdef0123456789abcdef01234567"
 PATH_MAP = (("/media", "/downloads"),)
 _KEY = aiohttp.client_reqrep.ConnectionKey("127.0.0.1", 8096, False, True, None, None, None)
 LIBRARIES = [{"Name": "Movies", "Locations": ["/media/movies"]}]
-
-
-def _torrent(**fields: Any) -> dict[str, Any]:
-    return {
-        "name": "Movie",
-        "progress": 1,
-        "state": "stalledUP",
-        "tags": GATEWAY_TAG,
-        "content_path": "/downloads/movies/Movie",
-        "save_path": "/downloads/movies",
-        **fields,
-    }
 
 
 @pytest.fixture
@@ -368,58 +357,6 @@ async def test_health_reports_every_upstream_and_the_watcher(http: aiohttp.Clien
 # --- with a stub qBittorrent: the watcher against a Jellyfin that hangs ------------------------------
 
 
-@dataclass
-class StubQbittorrent:
-    """Just enough of qBittorrent's WebUI API for the watcher: ``sync/maindata`` and ``addTags``.
-
-    Each poll changes every torrent a little (its active time), as a running qBittorrent does, so each
-    poll gives a delta; every request is recorded, so a test can say "qBittorrent received nothing".
-    """
-
-    torrents: dict[str, dict[str, Any]] = field(default_factory=dict)
-    requests: list[str] = field(default_factory=list)
-    add_tags_failures: int = 0  # answer this many addTags calls with HTTP 500
-    rid: int = 0
-
-    def tagged(self, torrent_hash: str) -> bool:
-        return NOTIFIED_TAG in tags_of(self.torrents[torrent_hash])
-
-
-def create_stub_qbittorrent(stub: StubQbittorrent) -> web.Application:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        stub.requests.append(f"{request.method} {request.path_qs}")
-        if request.path == "/api/v2/sync/maindata":
-            stub.rid += 1
-            for torrent in stub.torrents.values():
-                torrent["time_active"] = stub.rid
-            body: dict[str, Any] = {"rid": stub.rid, "torrents": copy.deepcopy(stub.torrents)}
-            if request.query.get("rid", "0") == "0":
-                body["full_update"] = True
-            return web.json_response(body)
-        if request.path == "/api/v2/torrents/addTags":
-            form = await request.post()
-            if stub.add_tags_failures:
-                stub.add_tags_failures -= 1
-                return web.Response(status=500, text="stub failure")
-            for torrent_hash in str(form["hashes"]).split("|"):
-                torrent = stub.torrents[torrent_hash]
-                torrent["tags"] = ", ".join(sorted(tags_of(torrent) | set(str(form["tags"]).split(","))))
-            return web.Response(text="")
-        return web.Response(status=404)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    return app
-
-
-def complete_torrents(*names: str) -> dict[str, dict[str, Any]]:
-    """Finished gateway downloads in qBittorrent's /downloads/movies (Jellyfin's /media/movies)."""
-    return {
-        f"{index:040x}": _torrent(name=name, content_path=f"/downloads/movies/{name}")
-        for index, name in enumerate(names, start=1)
-    }
-
-
 def hold_library_calls(jellyfin: TestServer, release: asyncio.Event) -> None:
     """Make the stand-in hang on every /Library/* call until ``release`` is set."""
 
@@ -463,13 +400,6 @@ async def announcing_gateway(
     )
 
 
-async def _read_timed_events(response: aiohttp.ClientResponse, events: list[tuple[float, str]]) -> None:
-    async for raw in response.content:
-        line = raw.decode().rstrip("\n")
-        if line.startswith("event: "):
-            events.append((time.monotonic(), line[7:]))
-
-
 async def test_live_progress_keeps_flowing_while_jellyfin_hangs_and_each_torrent_is_announced_once(
     http: aiohttp.ClientSession,
     jellyfin: TestServer,
@@ -492,8 +422,8 @@ async def test_live_progress_keeps_flowing_while_jellyfin_hangs_and_each_torrent
     stream = await http.get(
         server_url(gateway, "/torrent/events"), headers={"Authorization": f'MediaBrowser Token="{token}"'}
     )
-    events: list[tuple[float, str]] = []
-    reader = asyncio.create_task(_read_timed_events(stream, events))
+    events: list[SseEvent] = []
+    reader = asyncio.create_task(read_events(stream, events))
     try:
         assert stream.status == 200
         # The announcement is under way and Jellyfin holds it.
@@ -501,7 +431,7 @@ async def test_live_progress_keeps_flowing_while_jellyfin_hangs_and_each_torrent
         hung_at = time.monotonic()
 
         def deltas() -> list[float]:
-            return [at for at, kind in events if kind == "delta" and at >= hung_at]
+            return [at for at, kind, _ in events if kind == "delta" and at >= hung_at]
 
         assert await wait_until(lambda: len(deltas()) >= 20, 5), f"{len(deltas())} deltas while Jellyfin hung"
         times = [hung_at, *deltas()]
