@@ -12,15 +12,13 @@ from .apibay import ApibayClient
 from .auth import ElevationCache
 from .headguard import track_requests
 from .jellyfin import JellyfinClient
+from .keys import APIBAY, ELEVATION, JELLYFIN, PROXY, QBITTORRENT, SETTINGS, WATCHER
 from .proxy import STREAM_CHUNK, Proxy, ProxyConfig
 from .qbittorrent import QbittorrentClient
 from .routing import mount_case_insensitive
 from .settings import Settings
-from .torrent_api import APIBAY, ELEVATION, JELLYFIN, QBITTORRENT, SETTINGS, WATCHER, create_torrent_app
+from .torrent_api import create_torrent_app
 from .watcher import TorrentWatcher
-
-JELLYFIN_SESSION = web.AppKey("jellyfin_session", aiohttp.ClientSession)
-PROXY = web.AppKey("proxy", Proxy)
 
 #: Connections to Jellyfin for proxied traffic. Streams hold one for their whole length; this caps
 #: sockets, not users.
@@ -109,7 +107,6 @@ def create_app(settings: Settings) -> web.Application:
             api_session(limit=8) as qbittorrent_session,
             api_session(limit=8) as apibay_session,
         ):
-            app[JELLYFIN_SESSION] = session
             app[PROXY] = Proxy(
                 session,
                 ProxyConfig(

@@ -64,8 +64,3 @@ def to_qbittorrent(path: str, path_map: PathMap) -> str | None:
 def to_jellyfin(path: str, path_map: PathMap) -> str | None:
     """qBittorrent's name of a folder to Jellyfin's; longest matching prefix wins. None: unmapped."""
     return _translate(path, ((qb, jf) for jf, qb in path_map))
-
-
-def qbittorrent_view(path: str, path_map: PathMap) -> str:
-    """How qBittorrent names a Jellyfin folder: mapped if PATH_MAP covers it, else the same path."""
-    return to_qbittorrent(path, path_map) or path

@@ -7,22 +7,24 @@ every route but the public ones runs behind the admin check.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
-from .apibay import ApibayClient, ApibayError, validate_category
-from .auth import ADMIN_CHECK, CREDENTIALS, Decision, ElevationCache, admin_middleware, public
+from .api_errors import UpstreamFailure, json_error, json_errors
+from .apibay import validate_category
+from .auth import CREDENTIALS, admin_middleware, public
+from .events import events
 from .forwarding import forwarding_headers
-from .jellyfin import JellyfinClient, JellyfinUnavailable
+from .health import health
+from .jellyfin import JellyfinUnavailable
+from .keys import APIBAY, ELEVATION, JELLYFIN, QBITTORRENT, SETTINGS
+from .library import library_folders, qbittorrent_folder
 from .openapi import openapi_document
 from .pages import add_pages
-from .paths import PathError, clean_absolute, is_within, qbittorrent_view, to_qbittorrent
+from .paths import PathError, clean_absolute, is_within
 from .qbittorrent import QbittorrentClient, QbittorrentError
 from .settings import Settings
 from .validation import (
@@ -36,55 +38,9 @@ from .validation import (
     query_value,
     torrent_hash,
 )
-from .watcher import GATEWAY_TAG, TorrentWatcher, library_tag, sse
+from .watcher import GATEWAY_TAG, library_tag
 
 logger = logging.getLogger(__name__)
-
-ELEVATION = web.AppKey("elevation", ElevationCache)
-SETTINGS = web.AppKey("settings", Settings)
-JELLYFIN = web.AppKey("jellyfin", JellyfinClient)
-QBITTORRENT = web.AppKey("qbittorrent", QbittorrentClient)
-APIBAY = web.AppKey("apibay", ApibayClient)
-WATCHER = web.AppKey("watcher", TorrentWatcher)
-#: Seconds between SSE comments that keep idle proxies and browsers from closing the stream.
-SSE_KEEPALIVE = 15.0
-#: Longest a /torrent/events listener goes without its admin rights being checked again (the cached
-#: check answers from memory within ELEVATION_CACHE_TTL, so asking often costs Jellyfin nothing more).
-EVENTS_RECHECK = 1.0
-
-
-class UpstreamFailure(Exception):
-    """Jellyfin could not answer a call made for the API; the spec answers such failures with 500."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def json_error(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every error under /torrent as JSON: clients of this API parse JSON, never HTML."""
-    try:
-        return await handler(request)
-    except BadRequest as exc:
-        return json_error(400, str(exc))
-    except (QbittorrentError, ApibayError, UpstreamFailure) as exc:
-        logger.warning("%s %s -> 500: %s", request.method, request.rel_url.path, exc.reason)
-        return json_error(500, exc.reason)
-    except web.HTTPException as exc:
-        if exc.empty_body or exc.status < 400:
-            raise
-        response = json_error(exc.status, exc.reason)
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        logger.exception("unexpected error in %s %s", request.method, request.rel_url.path)
-        return json_error(500, "Internal error in the gateway")
 
 
 async def test1(request: web.Request) -> web.Response:
@@ -140,7 +96,7 @@ async def libraries_mapped(request: web.Request) -> web.Response:
                 "Folders": [
                     {
                         "Jellyfin": folder,
-                        "QBittorrent": to_qbittorrent(folder, path_map) if path_map else folder,
+                        "QBittorrent": qbittorrent_folder(folder, path_map),
                     }
                     for folder in folders
                 ],
@@ -173,33 +129,29 @@ async def _read_json(request: web.Request) -> Any:
 
 
 async def _allowed_save_roots(request: web.Request, qbittorrent: QbittorrentClient) -> list[str]:
-    """Where a client may send a download: qBittorrent's default folder, every library folder as
-    qBittorrent sees it (PATH_MAP), and SAVE_ROOTS."""
+    """Where a client may send a download: qBittorrent's default folder, every library folder that
+    qBittorrent can reach (PATH_MAP), and SAVE_ROOTS."""
     settings = request.config_dict[SETTINGS]
     roots = [clean_absolute(await qbittorrent.default_save_path())]
-    for _, folders in await _libraries(request):
-        roots += [qbittorrent_view(clean_absolute(folder), settings.path_map) for folder in folders]
+    roots += [folder for _, folder in library_folders(await _libraries(request), settings.path_map)]
     return roots + list(settings.save_roots)
 
 
 async def _library_save_path(request: web.Request, wanted: str) -> tuple[str, str]:
-    """(name, first folder as qBittorrent sees it) of a library named in any letter case.
-
-    PATH_MAP translates the folder; with no PATH_MAP both sides use the same paths."""
-    path_map = request.config_dict[SETTINGS].path_map
-    for name, folders in await _libraries(request):
-        if name.casefold() != wanted.strip().casefold():
-            continue
-        for folder in folders:
-            try:
-                clean = clean_absolute(folder)
-            except PathError:
-                continue
-            mapped = to_qbittorrent(clean, path_map) if path_map else clean
-            if mapped is not None:
-                return name, mapped
-        raise BadRequest(f"Library {name!r} has no folder that PATH_MAP translates for qBittorrent")
-    raise BadRequest(f"Jellyfin has no library named {wanted!r}")
+    """(name, first folder as qBittorrent sees it) of a library named in any letter case."""
+    libraries = [
+        (name, folders)
+        for name, folders in await _libraries(request)
+        if name.casefold() == wanted.strip().casefold()
+    ]
+    if not libraries:
+        raise BadRequest(f"Jellyfin has no library named {wanted!r}")
+    reachable = library_folders(libraries, request.config_dict[SETTINGS].path_map)
+    if not reachable:
+        raise BadRequest(
+            f"Library {libraries[0][0]!r} has no folder that PATH_MAP translates for qBittorrent"
+        )
+    return reachable[0]
 
 
 async def download(request: web.Request) -> web.Response:
@@ -267,12 +219,6 @@ async def progress(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="application/json")
 
 
-def _not_found(given: str) -> web.Response:
-    return web.json_response(
-        {"success": False, "message": f"No torrent with hash {given} in qBittorrent"}, status=404
-    )
-
-
 async def _known_id(qbittorrent: QbittorrentClient, given: str) -> str | None:
     """qBittorrent's ID for a 40-hex hash or a v2 (64-hex) info hash; None if it has no such torrent."""
     if len(given) == 40:
@@ -318,124 +264,6 @@ async def delete(request: web.Request) -> web.Response:
 
     message = "Torrent deleted successfully with files" if delete_files else "Torrent deleted successfully"
     return await _on_one_torrent(request, act, message)
-
-
-async def _until_refused(request: web.Request) -> Decision:
-    """Re-check the caller's elevation until it is refused; that refusal is the result.
-
-    Checked at least every ELEVATION_CACHE_TTL (and every EVENTS_RECHECK), so a demoted, disabled or
-    logged-out admin stops receiving torrent names within the TTL plus that interval. Any doubt fails
-    closed, as at the middleware: a Jellyfin that cannot be asked ends the stream too.
-    """
-    ttl = request.config_dict[SETTINGS].elevation_cache_ttl
-    interval = min(ttl, EVENTS_RECHECK) if ttl > 0 else EVENTS_RECHECK
-    while True:
-        await asyncio.sleep(interval)
-        decision = await request[ADMIN_CHECK].ask()
-        if not decision.allowed:
-            return decision
-
-
-async def events(request: web.Request) -> web.StreamResponse:
-    """``GET /torrent/events``: Server-Sent Events, a ``snapshot`` of all torrents, then ``delta``s.
-
-    Every listener shares the watcher's one poller; a listener that falls far behind is dropped and
-    its browser reconnects to a fresh snapshot. At most EVENTS_MAX_LISTENERS per process (503 beyond):
-    each costs a socket and a queue of up to 256 events. A caller who stops being an admin gets an
-    ``error`` event (``{"error", "status"}``, as the API would answer) and the stream ends.
-    """
-    watcher = request.config_dict[WATCHER]
-    limit = request.config_dict[SETTINGS].events_max_listeners
-    if watcher.subscribers >= limit:
-        logger.warning("refused a /torrent/events listener: %d already listening", watcher.subscribers)
-        return json_error(503, f"Too many live-event listeners (at most {limit}); try again later")
-    queue = watcher.subscribe()  # no await before this: the limit holds under concurrent requests
-    refused = asyncio.create_task(_until_refused(request))
-    next_event: asyncio.Future[str | None] | None = None
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
-    try:
-        await response.prepare(request)
-        await response.write(b"retry: 2000\n\n")
-        while True:
-            next_event = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait(
-                (next_event, refused), timeout=SSE_KEEPALIVE, return_when=asyncio.FIRST_COMPLETED
-            )
-            if refused in done:
-                await response.write(_refusal_event(refused))
-                break
-            if next_event not in done:
-                next_event.cancel()
-                await response.write(b": keep-alive\n\n")
-                continue
-            event = next_event.result()
-            if event is None:
-                break
-            await response.write(event.encode())
-    except ConnectionError:
-        pass  # the browser went away
-    finally:
-        if next_event is not None:
-            next_event.cancel()
-        refused.cancel()
-        watcher.unsubscribe(queue)
-    return response
-
-
-def _refusal_event(refused: asyncio.Task[Decision]) -> bytes:
-    """The ``error`` event that ends a stream, with the status and reason the API would answer."""
-    error = refused.exception()
-    if error is None:
-        decision = refused.result()
-        logger.info("ended a /torrent/events stream: %s", decision.reason)
-    else:
-        logger.error("re-checking a /torrent/events listener failed", exc_info=error)
-        decision = Decision(500, "Internal error in the gateway")
-    return sse("error", {"error": decision.reason, "status": decision.status}).encode()
-
-
-async def _timed(check: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-    started = time.monotonic()
-    try:
-        result = {"ok": True, **await check}
-    except (JellyfinUnavailable, QbittorrentError, ApibayError, UpstreamFailure) as exc:
-        result = {"ok": False, "error": exc.reason}
-    result["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
-    return result
-
-
-async def health(request: web.Request) -> web.Response:
-    """``GET /torrent/health``: can the gateway reach Jellyfin, qBittorrent and apibay; the watcher."""
-    config = request.config_dict
-
-    async def jellyfin() -> dict[str, Any]:
-        answer = await config[JELLYFIN].public_info()
-        if answer.status != 200 or not isinstance(answer.body, dict):
-            raise UpstreamFailure(f"Jellyfin answered /System/Info/Public with HTTP {answer.status}")
-        return {"version": answer.body.get("Version"), "server_name": answer.body.get("ServerName")}
-
-    async def qbittorrent() -> dict[str, Any]:
-        client = config[QBITTORRENT]
-        return {
-            "version": await client.app_version(),
-            "webapi_version": ".".join(map(str, await client.webapi_version())),
-        }
-
-    async def apibay() -> dict[str, Any]:
-        await config[APIBAY].search("jellyfin", "0")
-        return {}
-
-    checks = await asyncio.gather(_timed(jellyfin()), _timed(qbittorrent()), _timed(apibay()))
-    return web.json_response(
-        {
-            "jellyfin": checks[0],
-            "qbittorrent": checks[1],
-            "apibay": checks[2],
-            "watcher": config[WATCHER].status(),
-        }
-    )
 
 
 def create_torrent_app(settings: Settings) -> web.Application:

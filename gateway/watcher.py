@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .jellyfin import JellyfinClient, JellyfinUnavailable
-from .paths import is_within, to_jellyfin
+from .library import jellyfin_path
+from .paths import is_within
 from .qbittorrent import QbittorrentClient, QbittorrentError
 from .settings import PathMap
 
@@ -318,9 +319,9 @@ class TorrentWatcher:
 
     def _jellyfin_path(self, torrent: dict[str, Any]) -> str | None:
         """The download as Jellyfin sees it (PATH_MAP); None when PATH_MAP does not cover it."""
-        content = str(torrent.get("content_path") or torrent.get("save_path") or "")
-        mapped = to_jellyfin(content, self._path_map)
-        return mapped if mapped is not None else (None if self._path_map else content)
+        return jellyfin_path(
+            str(torrent.get("content_path") or torrent.get("save_path") or ""), self._path_map
+        )
 
     async def _library_folders(self) -> list[str]:
         """Every library folder; none when Jellyfin will not say (the announcement then refreshes all)."""

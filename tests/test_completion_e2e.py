@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from gateway.torrent_api import WATCHER
+from gateway.keys import WATCHER
 from tests.conftest import (
     GatewayFactory,
     QbtFactory,

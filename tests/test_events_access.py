@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.torrent_api import WATCHER
+from gateway.keys import WATCHER
 from tests.conftest import GatewayFactory, RunningGateway, ServerFactory, server_url, wait_until
 from tests.jellyfin_standin import StandinState
 from tests.qbittorrent_stub import StubQbittorrent, complete_torrents, create_stub_qbittorrent

@@ -25,7 +25,7 @@ from tests.conftest import (
     qbittorrent_settings,
     server_url,
 )
-from tests.jellyfin_standin import StandinState
+from tests.jellyfin_standin import Library, StandinState
 from tests.qbittorrent_nox import QbtInstance
 
 HASH = "0123456789abcdef0123456789abcdef01234567"
@@ -207,6 +207,17 @@ async def test_a_download_into_a_library_folder_uses_qbittorrents_view(
     assert status == 200
     assert body["SavePath"] == target
     assert (await _listed(stack.qbt, HASH))["save_path"].rstrip("/") == target
+
+
+async def test_a_library_folder_that_path_map_does_not_cover_is_no_save_path(
+    http: aiohttp.ClientSession, stack: Stack
+) -> None:
+    """The folder qBittorrent cannot be shown is refused alike as SavePath and as Library."""
+    stack.jellyfin.libraries.append(Library("Music", ["/srv/music"]))
+    for body in ({"Info_hash": HASH, "SavePath": "/srv/music/New"}, {"Info_hash": HASH, "Library": "Music"}):
+        status, answer = await _json(http, stack, "POST", "/torrent/download", json=body)
+        assert status == 400, answer
+    assert await stack.qbt.torrents() == []
 
 
 @pytest.mark.parametrize(

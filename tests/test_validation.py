@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from gateway.paths import PathError, clean_absolute, is_within, qbittorrent_view, to_jellyfin, to_qbittorrent
+from gateway.library import jellyfin_path, library_folders, qbittorrent_folder
+from gateway.paths import PathError, clean_absolute, is_within, to_jellyfin, to_qbittorrent
 from gateway.validation import (
     BadRequest,
     body_fields,
@@ -217,6 +218,23 @@ def test_the_longest_prefix_wins_both_ways(jellyfin: str, qbittorrent: str) -> N
     assert to_jellyfin(qbittorrent, PATH_MAP) == jellyfin
 
 
-def test_an_unmapped_folder_is_named_the_same_on_both_sides() -> None:
-    assert to_qbittorrent("/srv/x", (("/media", "/downloads"),)) is None
-    assert qbittorrent_view("/srv/x", (("/media", "/downloads"),)) == "/srv/x"
+def test_a_folder_path_map_does_not_cover_is_unreachable_both_ways() -> None:
+    path_map = (("/media", "/downloads"),)
+    assert to_qbittorrent("/srv/x", path_map) is None
+    assert qbittorrent_folder("/srv/x", path_map) is None
+    assert jellyfin_path("/srv/x", path_map) is None
+
+
+def test_without_path_map_both_sides_name_folders_the_same() -> None:
+    assert qbittorrent_folder("/srv/x", ()) == "/srv/x"
+    assert jellyfin_path("/srv/x", ()) == "/srv/x"
+
+
+def test_library_folders_are_those_qbittorrent_can_reach_in_order() -> None:
+    libraries = [("Movies", ["/media/movies", "/srv/old", "relative"]), ("Music", ["/srv/music"])]
+    assert library_folders(libraries, (("/media", "/downloads"),)) == [("Movies", "/downloads/movies")]
+    assert library_folders(libraries, ()) == [
+        ("Movies", "/media/movies"),
+        ("Movies", "/srv/old"),
+        ("Music", "/srv/music"),
+    ]

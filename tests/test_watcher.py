@@ -17,8 +17,8 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from gateway.jellyfin import JellyfinClient
+from gateway.keys import WATCHER
 from gateway.qbittorrent import QbittorrentClient
-from gateway.torrent_api import WATCHER
 from gateway.watcher import GATEWAY_TAG, NOTIFIED_TAG, TorrentWatcher, library_tag, tags_of
 from tests.conftest import (
     FakeClock,
