@@ -11,8 +11,8 @@ import argparse
 import ipaddress
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, NoReturn, TypeVar
 
 from yarl import URL
 
@@ -20,6 +20,7 @@ from . import __version__
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 PathMap = tuple[tuple[str, str], ...]
+T = TypeVar("T")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -38,51 +39,6 @@ DEFAULT_TRACKERS: tuple[str, ...] = (
 
 class SettingsError(ValueError):
     """A setting has a value the gateway cannot work with; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    host: str = "0.0.0.0"
-    port: int = 8097
-    jellyfin_url: URL = field(default_factory=lambda: URL("http://localhost:8096"))
-    qbittorrent_url: URL = field(default_factory=lambda: URL("http://qbittorrent:8099"))
-    qbittorrent_username: str = ""
-    qbittorrent_password: str = field(default="", repr=False)
-    apibay_url: URL = field(default_factory=lambda: URL("https://apibay.org"))
-    jellyfin_api_key: str = field(default="", repr=False)
-    path_map: PathMap = ()
-    elevation_cache_ttl: float = 10.0
-    workers: int = 1
-    log_level: str = "INFO"
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    access_log: bool = True
-    jellyfin_connect_timeout: float = 5.0
-    jellyfin_read_timeout: float = 300.0
-    apibay_timeout: float = 10.0
-    qbittorrent_timeout: float = 10.0
-    trackers: tuple[str, ...] = DEFAULT_TRACKERS
-    save_roots: tuple[str, ...] = ()
-    watch_interval: float = 1.0
-    header_timeout: float = 30.0
-    keepalive_timeout: float = 75.0
-    ws_max_message: int = 4 * 1024 * 1024
-    events_max_listeners: int = 32
-    #: Set by the supervisor, not by a variable: which of GATEWAY_WORKERS this process is (0 notifies).
-    worker_index: int = 0
-
-    @property
-    def base_path(self) -> str:
-        """Jellyfin's BaseUrl as seen in request paths: '' or '/jellyfin' (no trailing slash)."""
-        return self.jellyfin_url.path.rstrip("/")
-
-    @property
-    def jellyfin_origin(self) -> URL:
-        """Where proxied requests go; the client's path (BaseUrl included) is appended unchanged."""
-        return self.jellyfin_url.origin()
-
-    @property
-    def torrent_prefix(self) -> str:
-        return f"{self.base_path}/torrent"
 
 
 # --- value parsers: each raises ValueError with a message that completes "must be ..." -----------
@@ -217,141 +173,171 @@ def _directories(raw: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class _Option:
+    """One setting as the environment, the CLI and --help see it; declared on its Settings field."""
+
     env: str
-    attr: str
+    #: As written in the environment (and in README's table); the field's default is this, parsed.
     default: str
     parse: Callable[[str], Any]
     help: str
     secret: bool = False
+    #: The Settings field; filled in from the dataclass (see OPTIONS).
+    attr: str = ""
 
     @property
     def flag(self) -> str:
         return "--" + self.env.lower().replace("_", "-")
 
 
-OPTIONS: tuple[_Option, ...] = (
-    _Option("GATEWAY_HOST", "host", "0.0.0.0", _text, "address to listen on"),
-    _Option("GATEWAY_PORT", "port", "8097", _port, "TCP port to listen on"),
-    _Option(
+_OPTION = "gateway.setting"
+
+
+def _setting(env: str, default: str, parse: Callable[[str], T], help: str, *, secret: bool = False) -> T:
+    """Declare a Settings field once: its variable, default, parser and help; flag and value follow.
+
+    The field's default is ``parse(default)``, so the dataclass, ``load_settings({})`` and README's
+    table cannot disagree; typing ties the parser's result to the field's annotation.
+    """
+    option = _Option(env, default, parse, help, secret)
+    return field(default=parse(default), repr=not secret, metadata={_OPTION: option})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway is told at start; each field but ``worker_index`` is one setting.
+
+    ``_setting`` returns a dataclass ``field()`` (RUF009 cannot see that, hence its noqa below).
+    """
+
+    host: str = _setting("GATEWAY_HOST", "0.0.0.0", _text, "address to listen on")
+    port: int = _setting("GATEWAY_PORT", "8097", _port, "TCP port to listen on")
+    jellyfin_url: URL = _setting(  # noqa: RUF009
         "JELLYFIN_URL",
-        "jellyfin_url",
         "http://localhost:8096",
         _http_url,
         "Jellyfin to proxy to; may carry Jellyfin's BaseUrl, e.g. http://jf:8096/jellyfin",
-    ),
-    _Option(
-        "QBITTORRENT_URL", "qbittorrent_url", "http://qbittorrent:8099", _http_url, "qBittorrent WebUI URL"
-    ),
-    _Option(
-        "QBITTORRENT_USERNAME", "qbittorrent_username", "", _text, "qBittorrent WebUI user (empty: no login)"
-    ),
-    _Option(
+    )
+    qbittorrent_url: URL = _setting(  # noqa: RUF009
+        "QBITTORRENT_URL", "http://qbittorrent:8099", _http_url, "qBittorrent WebUI URL"
+    )
+    qbittorrent_username: str = _setting(
+        "QBITTORRENT_USERNAME", "", _text, "qBittorrent WebUI user (empty: no login)"
+    )
+    qbittorrent_password: str = _setting(
         "QBITTORRENT_PASSWORD",
-        "qbittorrent_password",
         "",
         _text,
         "qBittorrent WebUI password (prefer the variable: flags show up in ps)",
         secret=True,
-    ),
-    _Option("APIBAY_URL", "apibay_url", "https://apibay.org", _http_url, "apibay search API"),
-    _Option(
+    )
+    apibay_url: URL = _setting(  # noqa: RUF009
+        "APIBAY_URL", "https://apibay.org", _http_url, "apibay search API"
+    )
+    jellyfin_api_key: str = _setting(
         "JELLYFIN_API_KEY",
-        "jellyfin_api_key",
         "",
         _text,
         "Jellyfin API key for library rescans after downloads (empty: off)",
         secret=True,
-    ),
-    _Option(
+    )
+    path_map: PathMap = _setting(  # noqa: RUF009
         "PATH_MAP",
-        "path_map",
         "",
         _path_map,
         "JELLYFIN_PREFIX=QBITTORRENT_PREFIX pairs separated by ';' (how each side sees the same folder)",
-    ),
-    _Option(
-        "ELEVATION_CACHE_TTL",
-        "elevation_cache_ttl",
-        "10",
-        _seconds,
-        "seconds an admin check is cached per token (0: no cache)",
-    ),
-    _Option("GATEWAY_WORKERS", "workers", "1", _positive_int, "gateway processes sharing the port"),
-    _Option("LOG_LEVEL", "log_level", "INFO", _log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
-    _Option(
+    )
+    elevation_cache_ttl: float = _setting(
+        "ELEVATION_CACHE_TTL", "10", _seconds, "seconds an admin check is cached per token (0: no cache)"
+    )
+    workers: int = _setting("GATEWAY_WORKERS", "1", _positive_int, "gateway processes sharing the port")
+    log_level: str = _setting("LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    trusted_proxies: tuple[IPNetwork, ...] = _setting(
         "TRUSTED_PROXIES",
-        "trusted_proxies",
         "",
         _networks,
         "comma-separated IPs/CIDRs whose X-Forwarded-* headers are believed (empty: none)",
-    ),
-    _Option(
-        "ACCESS_LOG", "access_log", "true", _bool, "write an access log line per request (tokens redacted)"
-    ),
-    _Option(
+    )
+    access_log: bool = _setting(
+        "ACCESS_LOG", "true", _bool, "write an access log line per request (tokens redacted)"
+    )
+    jellyfin_connect_timeout: float = _setting(
         "JELLYFIN_CONNECT_TIMEOUT",
-        "jellyfin_connect_timeout",
         "5",
         _positive_seconds,
         "seconds to connect to Jellyfin before answering 502",
-    ),
-    _Option(
+    )
+    jellyfin_read_timeout: float = _setting(
         "JELLYFIN_READ_TIMEOUT",
-        "jellyfin_read_timeout",
         "300",
         _positive_seconds,
         "seconds Jellyfin may stay silent mid-request before answering 504 (not applied to WebSockets)",
-    ),
-    _Option("APIBAY_TIMEOUT", "apibay_timeout", "10", _positive_seconds, "seconds an apibay search may take"),
-    _Option(
-        "QBITTORRENT_TIMEOUT",
-        "qbittorrent_timeout",
-        "10",
-        _positive_seconds,
-        "seconds one qBittorrent API call may take",
-    ),
-    _Option(
+    )
+    apibay_timeout: float = _setting(
+        "APIBAY_TIMEOUT", "10", _positive_seconds, "seconds an apibay search may take"
+    )
+    qbittorrent_timeout: float = _setting(
+        "QBITTORRENT_TIMEOUT", "10", _positive_seconds, "seconds one qBittorrent API call may take"
+    )
+    trackers: tuple[str, ...] = _setting(
         "TRACKERS",
-        "trackers",
         "default",
         _trackers,
         "comma-separated tracker URLs added to magnets ('default': apibay's 8; empty: none)",
-    ),
-    _Option(
-        "HEADER_TIMEOUT",
-        "header_timeout",
-        "30",
-        _positive_seconds,
-        "seconds a client may take to send a request's headers before the connection is closed",
-    ),
-    _Option(
-        "KEEPALIVE_TIMEOUT",
-        "keepalive_timeout",
-        "75",
-        _positive_seconds,
-        "seconds an idle keep-alive connection stays open",
-    ),
-    _Option(
-        "WS_MAX_MESSAGE",
-        "ws_max_message",
-        "4194304",
-        _positive_int,
-        "largest WebSocket message (bytes) relayed either way; larger ones close the socket with 1009",
-    ),
-    _Option(
-        "EVENTS_MAX_LISTENERS",
-        "events_max_listeners",
-        "32",
-        _positive_int,
-        "most /torrent/events listeners per process (more get 503)",
-    ),
-    _Option(
+    )
+    save_roots: tuple[str, ...] = _setting(
         "SAVE_ROOTS",
-        "save_roots",
         "",
         _directories,
         "extra folders (qBittorrent's view, ';'-separated) a download's SavePath may be inside",
-    ),
+    )
+    watch_interval: float = _setting(
+        "WATCH_INTERVAL",
+        "1",
+        _positive_seconds,
+        "seconds between polls of qBittorrent for live progress and finished downloads",
+    )
+    header_timeout: float = _setting(
+        "HEADER_TIMEOUT",
+        "30",
+        _positive_seconds,
+        "seconds a client may take to send a request's headers before the connection is closed",
+    )
+    keepalive_timeout: float = _setting(
+        "KEEPALIVE_TIMEOUT", "75", _positive_seconds, "seconds an idle keep-alive connection stays open"
+    )
+    ws_max_message: int = _setting(
+        "WS_MAX_MESSAGE",
+        "4194304",
+        _positive_int,
+        "largest WebSocket message (bytes) relayed either way; larger ones close the socket with 1009",
+    )
+    events_max_listeners: int = _setting(
+        "EVENTS_MAX_LISTENERS",
+        "32",
+        _positive_int,
+        "most /torrent/events listeners per process (more get 503)",
+    )
+    #: Set by the supervisor, not by a variable: which of GATEWAY_WORKERS this process is (0 notifies).
+    worker_index: int = 0
+
+    @property
+    def base_path(self) -> str:
+        """Jellyfin's BaseUrl as seen in request paths: '' or '/jellyfin' (no trailing slash)."""
+        return self.jellyfin_url.path.rstrip("/")
+
+    @property
+    def jellyfin_origin(self) -> URL:
+        """Where proxied requests go; the client's path (BaseUrl included) is appended unchanged."""
+        return self.jellyfin_url.origin()
+
+    @property
+    def torrent_prefix(self) -> str:
+        return f"{self.base_path}/torrent"
+
+
+#: Every setting, in field order: derived from Settings, never listed by hand.
+OPTIONS: tuple[_Option, ...] = tuple(
+    replace(f.metadata[_OPTION], attr=f.name) for f in fields(Settings) if _OPTION in f.metadata
 )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import re
 import subprocess
 import sys
 
@@ -163,3 +165,51 @@ def test_the_cli_help_documents_every_setting() -> None:
     assert result.returncode == 0
     for option in OPTIONS:
         assert option.env in result.stdout
+
+
+def test_watch_interval_is_read_from_its_variable_and_its_flag() -> None:
+    assert load_settings([], {"WATCH_INTERVAL": "2.5"}).watch_interval == 2.5
+    assert load_settings(["--watch-interval", "0.5"], {"WATCH_INTERVAL": "9"}).watch_interval == 0.5
+
+
+def test_every_settings_field_but_worker_index_is_exactly_one_option() -> None:
+    declared = [f.name for f in dataclasses.fields(Settings) if f.name != "worker_index"]
+    assert [option.attr for option in OPTIONS] == declared
+    assert len({option.env for option in OPTIONS}) == len(OPTIONS)
+    assert len({option.flag for option in OPTIONS}) == len(OPTIONS)
+
+
+def test_each_field_default_is_its_variables_default_parsed() -> None:
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    for option in OPTIONS:
+        assert defaults[option.attr] == option.parse(option.default), option.env
+
+
+def test_secrets_are_exactly_the_settings_left_out_of_repr() -> None:
+    hidden = {f.name for f in dataclasses.fields(Settings) if not f.repr}
+    assert hidden == {option.attr for option in OPTIONS if option.secret}
+    assert hidden == {"qbittorrent_password", "jellyfin_api_key"}
+
+
+def _readme_settings_rows() -> dict[str, tuple[str, str]]:
+    """README's "## Settings" table as {variable: (default as written in the env, meaning)}."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, tuple[str, str]] = {}
+    for line in section.splitlines():
+        row = re.fullmatch(r"\| `([A-Z][A-Z0-9_]*)` \| (.*?) \| (.*) \|", line)
+        if row is None:
+            continue
+        name, default, meaning = row.groups()
+        assert name not in rows, f"{name} is in README's table twice"
+        rows[name] = ("" if default == "(empty)" else default.strip("`"), meaning)
+    return rows
+
+
+def test_the_readme_table_lists_exactly_the_settings_with_their_defaults() -> None:
+    rows = _readme_settings_rows()
+    assert set(rows) == {option.env for option in OPTIONS}
+    for option in OPTIONS:
+        assert rows[option.env][0] == option.default, option.env
+        if option.secret:
+            assert "Never logged." in rows[option.env][1], option.env
