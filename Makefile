@@ -4,13 +4,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests and benchmarks need (installed only when missing; root or sudo).
-TEST_DEBS := chromium
+TEST_DEBS := chromium systemd
 BENCH_DEBS := nginx-light wrk curl
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
+# Every Python package pinned, build tools included (`make lock` refreshes it).
+LOCK := constraints.txt
 
-.PHONY: install run test lint bench screenshots system-deps qbittorrent clean
+.PHONY: install lock run test lint bench screenshots system-deps qbittorrent clean
 
 $(BIN)/activate:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -18,12 +20,23 @@ $(BIN)/activate:
 	  echo "python3-venv is missing; installing it"; $(MAKE) --no-print-directory system-deps DEBS=python3-venv; \
 	  rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 
-$(VENV)/.installed: $(BIN)/activate setup.cfg setup.py
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# The pinned pip first: it is the one that knows --build-constraint (the setuptools building the gateway).
+$(VENV)/.installed: $(BIN)/activate setup.cfg setup.py $(LOCK)
+	$(BIN)/python -m pip install --quiet --upgrade -c $(LOCK) pip
+	$(BIN)/python -m pip install --quiet -c $(LOCK) --build-constraint $(LOCK) -e '.[test]'
 	@touch $@
 
 install: $(VENV)/.installed
+
+# Rewrites $(LOCK) with the newest releases setup.cfg allows: resolved and installed unpinned in a
+# throwaway venv, then frozen. Review the diff, then `make test` (which installs the new pins).
+lock:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && set -e && \
+	$(PYTHON) -m venv "$$tmp/venv" && \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip setuptools && \
+	"$$tmp/venv/bin/python" -m pip install --quiet -e '.[test]' && \
+	{ sed -n '/^#/p' $(LOCK); "$$tmp/venv/bin/python" -m pip freeze --all --exclude-editable; } > "$$tmp/lock" && \
+	mv "$$tmp/lock" $(LOCK) && echo "$(LOCK): $$(grep -vc '^#' $(LOCK)) pins"
 
 # The gateway in front of the Jellyfin at JELLYFIN_URL (default http://localhost:8096), port 8097.
 run: install

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from . import logs
-from .server import serve, supervise
+from .server import run, supervise
 from .settings import SettingsError, load_settings
-
-logger = logging.getLogger("gateway")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,12 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level)
     if settings.workers > 1:
         return supervise(settings)
-    try:
-        asyncio.run(serve(settings))
-    except OSError as exc:
-        logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
-        return 1
-    return 0
+    return run(settings)
 
 
 if __name__ == "__main__":

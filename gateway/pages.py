@@ -1,6 +1,6 @@
-"""The admin pages at BASE/torrent/ui: server-rendered shells plus one small script and stylesheet.
+"""The admin pages at BASE/torrent/ui: server-rendered shells plus small ES modules and a stylesheet.
 
-The shells carry no data, so they are public like the OpenAPI document; the script fetches everything
+The shells carry no data, so they are public like the OpenAPI document; the scripts fetch everything
 from the /torrent API with the admin's Jellyfin token in the Authorization header (never a cookie, so
 no CSRF surface, and never a URL). A strict Content-Security-Policy forbids inline scripts and styles:
 an apibay name such as ``<img src=x onerror=...>`` stays text.
@@ -18,7 +18,19 @@ from . import __version__
 from .auth import public
 from .settings import Settings
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+def _templates_dir() -> Path:
+    """templates/ inside the package (an installed wheel: setup.cfg maps it there), else beside it.
+
+    A checkout, editable install included, keeps templates/ at the top of the repository. When neither
+    exists, the installed location is named, so start-up fails saying which folder is missing.
+    """
+    package = Path(__file__).resolve().parent
+    installed, checkout = package / "templates", package.parent / "templates"
+    return checkout if not installed.is_dir() and checkout.is_dir() else installed
+
+
+TEMPLATES = _templates_dir()
 STATIC = TEMPLATES / "static"
 PAGES = ("search", "downloads", "libraries", "signin")
 

@@ -60,15 +60,38 @@ def guarded_site(runner: web.BaseRunner, settings: Settings, *, reuse_port: bool
     )
 
 
+class StartupError(Exception):
+    """Why the gateway could not start, as the one line it logs before exiting with status 1."""
+
+
+def _reason(exc: OSError) -> str:
+    """The system's words and the file they are about: ``No such file or directory: /x/templates``.
+
+    From the errno where there is one: asyncio words a bind failure as a sentence naming the address.
+    """
+    reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)
+    return reason if exc.filename is None else f"{reason}: {exc.filename}"
+
+
 async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
-    runner = web.AppRunner(create_app(settings), **runner_options(settings))
-    await runner.setup()
+    """Serve until SIGINT or SIGTERM; StartupError says what stopped it from starting.
+
+    Only a failure to bind the socket is "cannot listen": a missing template folder is not a port problem.
+    """
+    try:
+        runner = web.AppRunner(create_app(settings), **runner_options(settings))
+        await runner.setup()
+    except OSError as exc:
+        raise StartupError(f"cannot start: {_reason(exc)}") from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await guarded_site(runner, settings, reuse_port=reuse_port).start()
+        try:
+            await guarded_site(runner, settings, reuse_port=reuse_port).start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {_reason(exc)}") from exc
         logger.info(
             "listening on %s:%d, proxying to %s (torrent API at %s)",
             settings.host,
@@ -82,16 +105,22 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
         await runner.cleanup()
 
 
+def run(settings: Settings, *, reuse_port: bool = False) -> int:
+    """One serving process: exit status 0, or 1 after one log line saying why it could not start."""
+    try:
+        asyncio.run(serve(settings, reuse_port=reuse_port))
+    except StartupError as exc:
+        logger.error("%s", exc)
+        return 1
+    return 0
+
+
 def _run_worker(settings: Settings) -> None:
     # A forked worker inherits the supervisor's handlers; it must answer signals as itself.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     logs.configure(settings.log_level)
-    try:
-        asyncio.run(serve(settings, reuse_port=True))
-    except OSError as exc:
-        logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
-        sys.exit(1)
+    sys.exit(run(settings, reuse_port=True))
 
 
 def supervise(settings: Settings) -> int:
