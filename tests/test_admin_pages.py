@@ -120,16 +120,27 @@ async def qbt() -> AsyncIterator[QbtInstance]:
 
 
 @pytest.fixture
+def gateway_settings() -> dict[str, Any]:
+    """Settings of the site's gateway beyond the defaults; a test parametrizes this to change them."""
+    return {}
+
+
+@pytest.fixture
 async def site(
     qbt: QbtInstance,
     jellyfin: TestServer,
     standin_state: StandinState,
     aiohttp_server: ServerFactory,
     gateway_factory: GatewayFactory,
+    gateway_settings: dict[str, Any],
 ) -> Site:
     apibay = await aiohttp_server(create_apibay_standin(ApibayState()))
     gateway = await gateway_factory(
-        server_url(jellyfin), apibay_url=server_url(apibay), watch_interval=0.2, **qbittorrent_settings(qbt)
+        server_url(jellyfin),
+        apibay_url=server_url(apibay),
+        watch_interval=0.2,
+        **qbittorrent_settings(qbt),
+        **gateway_settings,
     )
     return Site(gateway, qbt, standin_state, server_url(jellyfin))
 
@@ -391,6 +402,79 @@ async def test_search_download_into_a_library_then_pause_resume_and_delete(
     await page.locator("#confirm-delete-yes").click()
     await expect(torrent).to_have_count(0)
     assert await site.qbt.torrents(hashes=info_hash) == []
+
+
+@pytest.mark.parametrize("gateway_settings", [{"elevation_cache_ttl": 0.5}])  # re-checked within ~1 s
+@pytest.mark.parametrize("lose_access", ["demoted", "revoked"])
+async def test_the_downloads_page_answers_the_error_event_that_ends_the_live_stream(
+    context: BrowserContext, site: Site, lose_access: str
+) -> None:
+    page = _watch(await context.new_page(), site)
+    token = await _sign_in_through_the_form(page, site)
+    await page.locator("#nav a", has_text="Downloads").click()
+    await expect(page.locator("#live-status")).to_have_text("Live updates on.")
+
+    if lose_access == "demoted":
+        site.standin.user_by_name("admin").is_administrator = False
+        # 403: the reason and the page's own "Administrators only", and no reconnect (its 403
+        # would be a console error).
+        await expect(page.locator("#admin-only")).to_be_visible()
+        reason = "Only Jellyfin administrators may use the torrent API"  # the gateway's, as sent
+        await expect(page.locator("#feedback")).to_have_text(reason)
+        await expect(page.locator("#main")).to_be_hidden()
+        await asyncio.sleep(2.5)  # past the reconnect delay
+        await expect(page).to_have_url(site.ui + "/downloads")
+    else:
+        site.standin.revoke_token(token)
+        # 401: as for any API call, the dead token is forgotten and the sign-in page opens.
+        await expect(page).to_have_url(site.ui + "/signin")
+        await expect(page.locator("#signin-form")).to_be_visible()
+        assert await _own_token(page) is None
+
+
+async def test_a_live_stream_error_other_than_401_or_403_is_shown_and_the_stream_reopened(
+    context: BrowserContext, site: Site
+) -> None:
+    page = await _signed_in_page(context, site)
+    opened = 0
+
+    async def failing_stream(route: Route) -> None:
+        nonlocal opened
+        opened += 1
+        body = 'event: error\ndata: {"error":"Jellyfin could not be asked","status":502}\n\n'
+        await route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    await page.route("**/torrent/events", failing_stream)
+    await page.goto(site.ui + "/downloads")
+    await expect(page.locator("#live-status")).to_have_text(
+        "Live updates failed (Jellyfin could not be asked); retrying…"
+    )
+    assert await wait_until(lambda: opened >= 2)
+    await expect(page.locator("#main")).to_be_visible()
+    await expect(page.locator("#admin-only")).to_be_hidden()
+
+
+async def test_every_script_module_loads_under_the_policy(context: BrowserContext, site: Site) -> None:
+    """Each file of templates/static/*.js is served as JavaScript and imports cleanly, CSP and all."""
+    names = sorted(path.name for path in (Path(__file__).parent.parent / "templates" / "static").glob("*.js"))
+    assert "main.js" in names
+    page = _watch(await context.new_page(), site)
+    await page.goto(site.ui + "/signin")
+    await expect(page.locator("#signin-form")).to_be_visible()
+    for name in names:
+        response = await page.request.get(f"{site.ui}/static/{name}")
+        assert response.status == 200, name
+        assert response.headers["content-type"].startswith("text/javascript"), name
+    exports = await page.evaluate(
+        """async (urls) => {
+            const modules = await Promise.all(urls.map((url) => import(url)));
+            return modules.map((module) => Object.keys(module));
+        }""",
+        [f"{site.ui}/static/{name}" for name in names],
+    )
+    by_name = dict(zip(names, exports, strict=True))
+    for name in ("signin", "search", "downloads", "libraries"):  # the page modules main.js starts
+        assert "init" in by_name[f"{name}.js"], name
 
 
 async def test_the_libraries_page_shows_both_views_and_health(
