@@ -108,7 +108,8 @@ def openapi_document(prefix: str) -> dict[str, Any]:
             "title": "jellyfin-torrent-gateway /torrent API",
             "version": "1",
             "description": "Admin-only: send a Jellyfin administrator's token or a Jellyfin API key. "
-            'Errors are {"error": reason}.',
+            'Errors are {"error": reason}. The full contract, with examples, is docs/api.md in the '
+            "project repository.",
         },
         "servers": [{"url": prefix or "/"}],
         "components": {
