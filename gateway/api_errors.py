@@ -1,7 +1,8 @@
 """How the /torrent API answers failures: always JSON ``{"error": reason}``, never a traceback.
 
 One middleware maps every exception a handler lets through to its status, so handlers raise and
-never build error responses themselves.
+never build error responses themselves. Any upstream's failure (an
+:class:`~gateway.upstream.UpstreamError`) is a 500 with its reason, as the API's spec says.
 """
 
 from __future__ import annotations
@@ -11,19 +12,10 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .apibay import ApibayError
-from .qbittorrent import QbittorrentError
+from .upstream import UpstreamError
 from .validation import BadRequest
 
 logger = logging.getLogger(__name__)
-
-
-class UpstreamFailure(Exception):
-    """Jellyfin could not answer a call made for the API; the spec answers such failures with 500."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def json_error(status: int, reason: str) -> web.Response:
@@ -37,7 +29,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except BadRequest as exc:
         return json_error(400, str(exc))
-    except (QbittorrentError, ApibayError, UpstreamFailure) as exc:
+    except UpstreamError as exc:
         logger.warning("%s %s -> 500: %s", request.method, request.rel_url.path, exc.reason)
         return json_error(500, exc.reason)
     except web.HTTPException as exc:

@@ -4,31 +4,30 @@ apibay publishes no contract, so everything it sends is parsed
 defensively: the reply must be a JSON array whatever its Content-Type says, each row is reduced to
 the 12 fields the spec promises, every value becomes a string (fields come and go, e.g.
 ``num_files`` since December 2025), HTML entities in names are undone, and the "No results returned"
-sentinel row is dropped. Every failure to get such an array becomes one :class:`ApibayError` with a
-reason a person can act on. Results are cached briefly per ``(q, cat)`` and identical concurrent
-searches share one upstream call, because apibay sits behind Cloudflare and rate-limits. Nothing
-here knows about aiohttp.web.
+sentinel row is dropped. Every failure to get such an array becomes an
+:class:`~gateway.upstream.UpstreamError` with a reason a person can act on. Results are cached
+briefly per ``(q, cat)`` and identical concurrent searches share one upstream call (the gateway's one
+:class:`~gateway.cache.SingleFlightCache`), because apibay sits behind Cloudflare and rate-limits.
+Nothing here knows about aiohttp.web.
 """
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import logging
 import math
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from . import __version__
-from .upstream import ReplyTooLarge, connect_failure, read_capped
+from .cache import SingleFlightCache
+from .upstream import Failure, Upstream, UpstreamError, read_capped
 
 logger = logging.getLogger(__name__)
 
@@ -70,17 +69,8 @@ _JSON_KINDS: dict[type, str] = {
 }
 
 
-class ApibayError(Exception):
-    """apibay could not be asked or answered with something that is not a result list.
-
-    ``reason`` names apibay and says why; ``timed_out`` tells a timeout (a 504 candidate) from the
-    other failures (502).
-    """
-
-    def __init__(self, reason: str, *, timed_out: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.timed_out = timed_out
+def _bad_reply(reason: str) -> UpstreamError:
+    return UpstreamError("apibay", Failure.BAD_REPLY, reason)
 
 
 def validate_category(cat: str) -> str:
@@ -144,7 +134,7 @@ def normalize_results(payload: Any) -> list[dict[str, str]]:
     """apibay's decoded reply as the spec's result list (first :data:`MAX_RESULTS` usable rows)."""
     if not isinstance(payload, list):
         kind = _JSON_KINDS.get(type(payload), type(payload).__name__)
-        raise ApibayError(f"apibay answered with unexpected JSON ({kind} instead of a list of results)")
+        raise _bad_reply(f"apibay answered with unexpected JSON ({kind} instead of a list of results)")
     results: list[dict[str, str]] = []
     for raw in payload:
         row = normalize_row(raw)
@@ -155,13 +145,7 @@ def normalize_results(payload: Any) -> list[dict[str, str]]:
     return results
 
 
-@dataclass
-class _Entry:
-    results: list[dict[str, str]]
-    expires: float
-
-
-_Key = tuple[str, str]
+_Results = list[dict[str, str]]
 
 
 class ApibayClient:
@@ -182,20 +166,19 @@ class ApibayClient:
         self._max_reply = max_reply
         # A mirror may live under a path (https://host/apibay/); its own query and fragment are noise.
         self._endpoint = base_url.with_path(base_url.path.rstrip("/") + "/q.php")
-        self._timeout_seconds = timeout
+        self._upstream = Upstream("apibay", str(self._endpoint.with_user(None)), within=timeout)
         # Given per request, so it replaces whatever timeouts the shared session has.
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._cache_ttl = cache_ttl
-        self._clock = clock
-        self._max_cached = max_cached
-        self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
-        self._in_flight: dict[_Key, asyncio.Task[list[dict[str, str]]]] = {}
+        self._results: SingleFlightCache[tuple[str, str], _Results] = SingleFlightCache(
+            ttl=lambda _: cache_ttl, max_entries=max_cached, clock=clock
+        )
 
     async def search(self, query: str, category: str = "0") -> list[dict[str, str]]:
         """Up to 20 results for ``query`` in ``category`` (see :func:`validate_category`).
 
         Raises ``ValueError`` for a blank query or a bad category (the caller's 400) and
-        :class:`ApibayError` when apibay fails. The returned rows are the caller's to change.
+        :class:`~gateway.upstream.UpstreamError` when apibay fails. The returned rows are the
+        caller's to change.
         """
         if not query.strip():
             raise ValueError("the search query is empty")
@@ -203,32 +186,8 @@ class ApibayClient:
             query.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError("the search query is not valid text") from None
-        key = (query, validate_category(category))
-        entry = self._entries.get(key)
-        if entry is not None:
-            if entry.expires > self._clock():
-                self._entries.move_to_end(key)
-                return _copy(entry.results)
-            del self._entries[key]
-        task = self._in_flight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._fetch(*key))
-            self._in_flight[key] = task
-            task.add_done_callback(lambda done: self._settle(key, done))
-        # Shielded: a caller that goes away must not cancel the answer others wait for.
-        return _copy(await asyncio.shield(task))
-
-    def _settle(self, key: _Key, task: asyncio.Task[list[dict[str, str]]]) -> None:
-        self._in_flight.pop(key, None)
-        # exception() also marks a failure nobody awaited (all callers gone) as retrieved.
-        if task.cancelled() or task.exception() is not None:
-            return
-        if self._cache_ttl <= 0 or self._max_cached <= 0:
-            return
-        self._entries[key] = _Entry(task.result(), self._clock() + self._cache_ttl)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_cached:
-            self._entries.popitem(last=False)
+        category = validate_category(category)
+        return _copy(await self._results.get((query, category), lambda: self._fetch(query, category)))
 
     async def _fetch(self, query: str, category: str) -> list[dict[str, str]]:
         url = self._endpoint.with_query([("q", query), ("cat", category)])
@@ -236,7 +195,7 @@ class ApibayClient:
         started = time.monotonic()
         try:
             payload = await self._get_json(url)
-        except ApibayError as exc:
+        except UpstreamError as exc:
             logger.debug("apibay search q=%r cat=%s failed: %s", query, category, exc.reason)
             raise
         results = normalize_results(payload)
@@ -251,51 +210,37 @@ class ApibayClient:
         return results
 
     async def _get_json(self, url: URL) -> Any:
-        """The decoded JSON body of a 200, or :class:`ApibayError` saying what went wrong."""
+        """The decoded JSON body of a 200, or :class:`UpstreamError` saying what went wrong."""
         headers = {
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
             # Explicit, with auto_decompress below: the gateway's shared session turns both off.
             "Accept-Encoding": "gzip, deflate",
         }
-        try:
-            async with self._session.get(
-                url, headers=headers, timeout=self._timeout, auto_decompress=True
-            ) as response:
-                body = await read_capped(response, self._max_reply)
-                status = response.status
-                content_type = response.headers.get("Content-Type", "").lower()
-                server = response.headers.get("Server", "").lower()
-        except TimeoutError:  # also aiohttp's ServerTimeoutError and ConnectionTimeoutError
-            raise ApibayError(
-                f"apibay did not answer within {self._timeout_seconds:g} s", timed_out=True
-            ) from None
-        except ReplyTooLarge as exc:
-            raise ApibayError(f"apibay answered with {exc}") from None
-        except aiohttp.ClientConnectorError as exc:
-            # The reason reaches API clients; the address only the log.
-            logger.warning("apibay is unreachable: %s", exc)
-            raise ApibayError(f"apibay is unreachable ({connect_failure(exc)})") from None
-        except aiohttp.TooManyRedirects:
-            raise ApibayError("apibay redirected too many times") from None
-        except aiohttp.ClientError as exc:
-            raise ApibayError(f"apibay broke off its answer ({type(exc).__name__})") from None
+        async with (
+            self._upstream.call(),
+            self._session.get(url, headers=headers, timeout=self._timeout, auto_decompress=True) as response,
+        ):
+            body = await read_capped(response, self._max_reply)
+            status = response.status
+            content_type = response.headers.get("Content-Type", "").lower()
+            server = response.headers.get("Server", "").lower()
         looks_html = "html" in content_type or body.lstrip()[:1] == b"<"
         if status != 200:
             if server == "cloudflare":
-                raise ApibayError(f"apibay answered HTTP {status} (a Cloudflare error page)")
+                raise _bad_reply(f"apibay answered HTTP {status} (a Cloudflare error page)")
             if looks_html:
-                raise ApibayError(f"apibay answered HTTP {status} (an HTML error page)")
-            raise ApibayError(f"apibay answered HTTP {status}")
+                raise _bad_reply(f"apibay answered HTTP {status} (an HTML error page)")
+            raise _bad_reply(f"apibay answered HTTP {status}")
         if not body.strip():
-            raise ApibayError("apibay answered with an empty body instead of JSON")
+            raise _bad_reply("apibay answered with an empty body instead of JSON")
         try:
             # Content-Type is not trusted either way: PHP may label JSON as text/html.
             return json.loads(body)
         except ValueError:
             if looks_html:
-                raise ApibayError("apibay answered with an HTML page instead of JSON") from None
-            raise ApibayError("apibay answered with something that is not JSON") from None
+                raise _bad_reply("apibay answered with an HTML page instead of JSON") from None
+            raise _bad_reply("apibay answered with something that is not JSON") from None
 
 
 def _copy(results: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -12,22 +12,21 @@ demoted admin still loses access within the TTL. Any doubt fails closed.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote_plus
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict, MultiMapping
 
-from .jellyfin import ClientIdentity, Credentials, JellyfinClient, JellyfinUnavailable, TokenForm
+from .cache import SingleFlightCache
+from .jellyfin import ClientIdentity, Credentials, JellyfinClient, Me, Refusal, TokenForm
 from .query import query_items
+from .upstream import Failure, UpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -145,49 +144,29 @@ class Decision:
 
 
 ALLOWED = Decision(200, "allowed")
-
-
-def _policy(user: Any) -> Mapping[str, Any]:
-    policy = user.get("Policy") if isinstance(user, dict) else None
-    return policy if isinstance(policy, dict) else {}
+NOT_ADMIN = Decision(403, "Only Jellyfin administrators may use the torrent API")
+BAD_TOKEN = Decision(401, "The Jellyfin token is missing, invalid or expired")
 
 
 async def decide(
     jellyfin: JellyfinClient, credentials: Credentials, *, extra_headers: Mapping[str, str] | None = None
 ) -> Decision:
-    """Ask Jellyfin, uncached. JellyfinUnavailable becomes a 502/504 decision (fail closed)."""
+    """Ask Jellyfin, uncached. Failing to ask becomes a 504 (too slow) or 502 decision: fail closed."""
     try:
-        me = await jellyfin.current_user(credentials, extra_headers=extra_headers)
-        if me.status == 200:
-            policy = _policy(me.body)
-            if policy.get("IsDisabled") is True:
+        me = await jellyfin.me(credentials, extra_headers=extra_headers)
+        if isinstance(me, Me):
+            if me.is_disabled:
                 return Decision(401, "This Jellyfin account is disabled")
-            if policy.get("IsAdministrator") is True:
-                return ALLOWED
-            return Decision(403, "Only Jellyfin administrators may use the torrent API")
-        if me.status == 400:
+            return ALLOWED if me.is_administrator else NOT_ADMIN
+        refusal: Refusal | None = me
+        if me is Refusal.NO_USER:
             # API keys have no user: /Users/Me says 400. An elevated-only endpoint tells the rest.
-            probe = await jellyfin.auth_providers(credentials, extra_headers=extra_headers)
-            if probe.status == 200:
+            refusal = await jellyfin.elevation(credentials, extra_headers=extra_headers)
+            if refusal is None:
                 return ALLOWED
-            return _refusal(probe.status, "/Auth/Providers")
-        return _refusal(me.status, "/Users/Me")
-    except JellyfinUnavailable as exc:
-        return Decision(exc.status, exc.reason)
-
-
-def _refusal(status: int, path: str) -> Decision:
-    if status == 401:
-        return Decision(401, "The Jellyfin token is missing, invalid or expired")
-    if status == 403:
-        return Decision(403, "Only Jellyfin administrators may use the torrent API")
-    return Decision(502, f"Jellyfin answered {path} with an unexpected status {status}")
-
-
-@dataclass
-class _Entry:
-    decision: Decision
-    expires: float
+        return BAD_TOKEN if refusal is Refusal.UNAUTHORIZED else NOT_ADMIN
+    except UpstreamError as exc:
+        return Decision(504 if exc.kind is Failure.TIMEOUT else 502, exc.reason)
 
 
 #: What a decision depends on besides Jellyfin's state: the token (hashed: the cache never holds a
@@ -215,44 +194,24 @@ class ElevationCache:
     ) -> None:
         self._jellyfin = jellyfin
         self._ttl = ttl
-        self._max_entries = max_entries
-        self._clock = clock
-        self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
-        self._in_flight: dict[CacheKey, asyncio.Task[Decision]] = {}
+        self._decisions: SingleFlightCache[CacheKey, Decision] = SingleFlightCache(
+            ttl=self._ttl_for, max_entries=max_entries, clock=clock
+        )
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._decisions)
+
+    def keys(self) -> list[CacheKey]:
+        """What the cache holds decisions for (hashes, never tokens), least recently used first."""
+        return self._decisions.keys()
 
     async def check(
         self, credentials: Credentials, *, extra_headers: Mapping[str, str] | None = None
     ) -> Decision:
-        key = cache_key(credentials, extra_headers)
-        entry = self._entries.get(key)
-        if entry is not None:
-            if entry.expires > self._clock():
-                self._entries.move_to_end(key)
-                return entry.decision
-            del self._entries[key]
-        task = self._in_flight.get(key)
-        if task is None:
-            task = asyncio.create_task(decide(self._jellyfin, credentials, extra_headers=extra_headers))
-            self._in_flight[key] = task
-            task.add_done_callback(lambda done: self._settle(key, done))
-        # Shielded: a caller that goes away must not cancel the answer others wait for.
-        return await asyncio.shield(task)
-
-    def _settle(self, key: CacheKey, task: asyncio.Task[Decision]) -> None:
-        self._in_flight.pop(key, None)
-        if task.cancelled() or task.exception() is not None:
-            return
-        decision = task.result()
-        ttl = self._ttl_for(decision)
-        if ttl <= 0:
-            return
-        self._entries[key] = _Entry(decision, self._clock() + ttl)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        return await self._decisions.get(
+            cache_key(credentials, extra_headers),
+            lambda: decide(self._jellyfin, credentials, extra_headers=extra_headers),
+        )
 
     def _ttl_for(self, decision: Decision) -> float:
         if decision.status in (200, 403):

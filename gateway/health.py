@@ -9,18 +9,15 @@ from typing import Any
 
 from aiohttp import web
 
-from .api_errors import UpstreamFailure
-from .apibay import ApibayError
-from .jellyfin import JellyfinUnavailable
 from .keys import APIBAY, JELLYFIN, QBITTORRENT, WATCHER
-from .qbittorrent import QbittorrentError
+from .upstream import UpstreamError
 
 
 async def _timed(check: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     started = time.monotonic()
     try:
         result = {"ok": True, **await check}
-    except (JellyfinUnavailable, QbittorrentError, ApibayError, UpstreamFailure) as exc:
+    except UpstreamError as exc:
         result = {"ok": False, "error": exc.reason}
     result["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
     return result
@@ -31,10 +28,8 @@ async def health(request: web.Request) -> web.Response:
     config = request.config_dict
 
     async def jellyfin() -> dict[str, Any]:
-        answer = await config[JELLYFIN].public_info()
-        if answer.status != 200 or not isinstance(answer.body, dict):
-            raise UpstreamFailure(f"Jellyfin answered /System/Info/Public with HTTP {answer.status}")
-        return {"version": answer.body.get("Version"), "server_name": answer.body.get("ServerName")}
+        info = await config[JELLYFIN].public_info()
+        return {"version": info.version, "server_name": info.server_name}
 
     async def qbittorrent() -> dict[str, Any]:
         client = config[QBITTORRENT]

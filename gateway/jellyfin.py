@@ -5,37 +5,30 @@ caller used (same header and scheme, or same query key), so Jellyfin, not the ga
 whether that form counts: with EnableLegacyAuthorization off (the default from 12.0) it refuses
 X-Emby-Token, ``?api_key=`` and the rest for the torrent API exactly as for its own endpoints. The
 gateway's own API key travels as ``Authorization: MediaBrowser Token="..."``, the form every version
-accepts. Failures to reach Jellyfin become one error type with a reason a person can act on and that
-does not say where Jellyfin is; nothing here knows about aiohttp.web.
+accepts. Replies come back typed (:class:`Me`, :class:`Library`, :class:`PublicInfo`), parsed here
+only; every failure is an :class:`~gateway.upstream.UpstreamError` with a reason a person can act on
+and that does not say where Jellyfin is. Nothing here knows about aiohttp.web.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
 
-from .upstream import MAX_REPLY_BYTES, ReplyTooLarge, connect_failure, read_capped
+from .upstream import MAX_REPLY_BYTES, Failure, Upstream, UpstreamError, read_capped
 
 logger = logging.getLogger(__name__)
 
 #: How long one API call may take in all; Jellyfin answers these from memory.
 API_TIMEOUT = 10.0
-
-
-class JellyfinUnavailable(Exception):
-    """Jellyfin could not be asked: ``status`` is the gateway status to answer with (502 or 504)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 ExtraHeaders = Mapping[str, str] | None
@@ -79,9 +72,61 @@ class Credentials:
 
 
 @dataclass(frozen=True)
-class Answer:
-    status: int
-    body: Any = None
+class Me:
+    """The caller's account as ``/Users/Me`` describes it: what the admin check needs to know."""
+
+    is_administrator: bool
+    is_disabled: bool
+
+
+class Refusal(enum.Enum):
+    """Jellyfin's "no" to a token, by the status it answered."""
+
+    #: ``/Users/Me`` for a token without a user: an API key.
+    NO_USER = 400
+    UNAUTHORIZED = 401
+    FORBIDDEN = 403
+
+
+class Library(NamedTuple):
+    """A library and its folders (``Locations``), as Jellyfin names them."""
+
+    name: str
+    locations: list[str]
+
+
+@dataclass(frozen=True)
+class PublicInfo:
+    """What ``/System/Info/Public`` tells anyone: is Jellyfin up, and which version."""
+
+    version: str | None
+    server_name: str | None
+
+
+def _me(body: Any) -> Me:
+    """Only a ``true`` counts: a missing or odd policy is a user without rights (fail closed)."""
+    policy = body.get("Policy") if isinstance(body, dict) else None
+    if not isinstance(policy, dict):
+        policy = {}
+    return Me(
+        is_administrator=policy.get("IsAdministrator") is True, is_disabled=policy.get("IsDisabled") is True
+    )
+
+
+def _libraries(body: list[Any]) -> list[Library]:
+    """Libraries with a name; of their locations, the ones that are text."""
+    libraries = []
+    for folder in body:
+        if not isinstance(folder, dict) or not isinstance(folder.get("Name"), str):
+            continue
+        locations = folder.get("Locations")
+        paths = [p for p in locations if isinstance(p, str)] if isinstance(locations, list) else []
+        libraries.append(Library(folder["Name"], paths))
+    return libraries
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _quoted_fields(token: str | None, identity: ClientIdentity | None) -> list[str]:
@@ -148,6 +193,7 @@ class JellyfinClient:
         )
         # BaseUrl included: API calls go to http://host:8096/jellyfin/Users/Me.
         self._base = str(base_url).rstrip("/")
+        self._upstream = Upstream("Jellyfin", str(base_url.with_user(None)).rstrip("/"))
         self._max_reply_bytes = max_reply_bytes
 
     async def _request(
@@ -158,10 +204,11 @@ class JellyfinClient:
         *,
         extra_headers: ExtraHeaders = None,
         payload: Any = None,
-    ) -> Answer:
-        """One call; a 200 JSON body is parsed. Failing to reach Jellyfin raises JellyfinUnavailable.
+    ) -> tuple[int, Any]:
+        """One call: the status and, for a 200, the decoded JSON body (None when empty).
 
-        ``auth`` is the gateway's own API key (a string) or a caller's credentials.
+        ``auth`` is the gateway's own API key (a string) or a caller's credentials. Failing to reach
+        Jellyfin, or a 200 that is not JSON, raises UpstreamError.
         """
         headers = {**(extra_headers or {}), "Accept": "application/json"}
         if payload is not None:
@@ -173,8 +220,9 @@ class JellyfinClient:
             headers.update(token_headers)
             if raw_query:
                 url = URL(f"{url}?{raw_query}", encoded=True)
-        try:
-            async with self._session.request(
+        async with (
+            self._upstream.call(path),
+            self._session.request(
                 method,
                 url,
                 headers=headers,
@@ -182,57 +230,87 @@ class JellyfinClient:
                 allow_redirects=False,
                 auto_decompress=True,
                 timeout=self._timeout,
-            ) as response:
-                raw = await read_capped(response, self._max_reply_bytes)
-                body: Any = None
-                if response.status == 200 and raw.strip():
-                    try:
-                        body = json.loads(raw)
-                    except ValueError:
-                        raise JellyfinUnavailable(
-                            502, f"Jellyfin answered {path} with something that is not JSON"
-                        ) from None
-                return Answer(response.status, body)
-        except ReplyTooLarge as exc:
-            raise JellyfinUnavailable(502, f"Jellyfin answered {path} with {exc}") from None
-        except aiohttp.ConnectionTimeoutError:
-            raise JellyfinUnavailable(502, "Jellyfin did not accept the connection in time") from None
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise JellyfinUnavailable(504, f"Jellyfin did not answer {path} in time") from None
-        except aiohttp.ClientConnectorError as exc:
-            # The reason goes to anonymous clients; where Jellyfin is goes to the log only.
-            logger.warning("cannot reach Jellyfin at %s for %s: %s", self._base, path, exc)
-            raise JellyfinUnavailable(502, f"Jellyfin is unreachable ({connect_failure(exc)})") from None
-        except aiohttp.ClientError as exc:
-            raise JellyfinUnavailable(502, f"Jellyfin broke off {path} ({type(exc).__name__})") from None
+            ) as response,
+        ):
+            status, raw = response.status, await read_capped(response, self._max_reply_bytes)
+        if status != 200 or not raw.strip():
+            return status, None
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            raise self._upstream.error(
+                Failure.BAD_REPLY, f"Jellyfin answered {path} with something that is not JSON"
+            ) from None
 
-    async def media_updated(self, api_key: str, path: str) -> int:
+    def _status_error(self, path: str, status: int, *, wording: str = "HTTP") -> UpstreamError:
+        """A status the call does not expect: a refusal for 401 and 403, else a bad reply."""
+        kind = Failure.REFUSED if status in (401, 403) else Failure.BAD_REPLY
+        return self._upstream.error(kind, f"Jellyfin answered {path} with {wording} {status}")
+
+    async def media_updated(self, api_key: str, path: str) -> None:
         """``POST /Library/Media/Updated``: Jellyfin scans just this path (204)."""
         updates = {"Updates": [{"Path": path, "UpdateType": "Created"}]}
-        return (await self._request("POST", "/Library/Media/Updated", api_key, payload=updates)).status
+        status, _ = await self._request("POST", "/Library/Media/Updated", api_key, payload=updates)
+        if status not in (200, 204):
+            raise self._status_error("/Library/Media/Updated", status)
 
-    async def refresh_library(self, api_key: str) -> int:
+    async def refresh_library(self, api_key: str) -> None:
         """``POST /Library/Refresh``: a full scan, queued at once (204)."""
-        return (await self._request("POST", "/Library/Refresh", api_key)).status
+        status, _ = await self._request("POST", "/Library/Refresh", api_key)
+        if status not in (200, 204):
+            raise self._status_error("/Library/Refresh", status)
 
-    async def public_info(self) -> Answer:
+    async def public_info(self) -> PublicInfo:
         """``GET /System/Info/Public`` (anonymous): is Jellyfin up, and which version."""
-        return await self._request("GET", "/System/Info/Public", None)
+        path = "/System/Info/Public"
+        status, body = await self._request("GET", path, None)
+        if status != 200:
+            raise self._status_error(path, status)
+        if not isinstance(body, dict):
+            raise self._upstream.error(
+                Failure.BAD_REPLY, f"Jellyfin answered {path} with something that is not an object"
+            )
+        return PublicInfo(_text(body.get("Version")), _text(body.get("ServerName")))
 
-    async def current_user(self, credentials: Credentials, *, extra_headers: ExtraHeaders = None) -> Answer:
-        """``GET /Users/Me``: 200 with the UserDto, 400 for an API key (no user), 401 for a bad token."""
-        return await self._request("GET", "/Users/Me", credentials, extra_headers=extra_headers)
+    async def me(self, credentials: Credentials, *, extra_headers: ExtraHeaders = None) -> Me | Refusal:
+        """``GET /Users/Me``: the user, or Jellyfin's refusal (400 for an API key: it has no user)."""
+        path = "/Users/Me"
+        status, body = await self._request("GET", path, credentials, extra_headers=extra_headers)
+        if status == 200:
+            return _me(body)
+        if status in (400, 401, 403):
+            return Refusal(status)
+        raise self._status_error(path, status, wording="an unexpected status")
 
-    async def auth_providers(self, credentials: Credentials, *, extra_headers: ExtraHeaders = None) -> Answer:
-        """``GET /Auth/Providers``: elevated-only and harmless, so its status says "admin or not".
+    async def elevation(
+        self, credentials: Credentials, *, extra_headers: ExtraHeaders = None
+    ) -> Refusal | None:
+        """Whether the token may use elevated endpoints: None if so, else Jellyfin's refusal.
 
-        (``/Auth/Keys`` would tell the same but hands over every API key.)
+        Asks ``GET /Auth/Providers``, elevated-only and harmless (``/Auth/Keys`` would tell the same
+        but hands over every API key).
         """
-        return await self._request("GET", "/Auth/Providers", credentials, extra_headers=extra_headers)
+        path = "/Auth/Providers"
+        status, _ = await self._request("GET", path, credentials, extra_headers=extra_headers)
+        if status == 200:
+            return None
+        if status in (401, 403):
+            return Refusal(status)
+        raise self._status_error(path, status, wording="an unexpected status")
 
-    async def virtual_folders(self, auth: str | Credentials, *, extra_headers: ExtraHeaders = None) -> Answer:
-        """``GET /Library/VirtualFolders``: the libraries with the folders (``Locations``) of each.
+    async def libraries(
+        self, auth: str | Credentials, *, extra_headers: ExtraHeaders = None
+    ) -> list[Library]:
+        """``GET /Library/VirtualFolders``: the libraries with the folders of each.
 
         Asked with the gateway's API key (a string) or with a caller's credentials in their form.
         """
-        return await self._request("GET", "/Library/VirtualFolders", auth, extra_headers=extra_headers)
+        path = "/Library/VirtualFolders"
+        status, body = await self._request("GET", path, auth, extra_headers=extra_headers)
+        if status != 200:
+            raise self._status_error(path, status)
+        if not isinstance(body, list):
+            raise self._upstream.error(
+                Failure.BAD_REPLY, f"Jellyfin answered {path} with something that is not a list"
+            )
+        return _libraries(body)

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from .upstream import MAX_REPLY_BYTES, ReplyTooLarge, connect_failure, read_capped
+from .upstream import MAX_REPLY_BYTES, Failure, Upstream, UpstreamError, read_capped
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +35,11 @@ DEFAULT_TIMEOUT = 10.0
 LOGIN_RETRY_AFTER = 15 * 60.0
 
 
-class QbittorrentError(Exception):
-    """qBittorrent could not do what was asked; ``reason`` says which and why, for a person."""
+class LoginRejected(UpstreamError):
+    """The configured credentials were refused (or the address is banned): remembered, not retried."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class LoginRejected(QbittorrentError):
-    """The configured credentials were refused (or the address is banned)."""
+        super().__init__("qBittorrent", Failure.REFUSED, reason)
 
 
 @dataclass(frozen=True)
@@ -89,7 +84,9 @@ class QbittorrentClient:
         self._username = username
         self._password = password
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._timeout_s = timeout
+        self._upstream = Upstream(
+            "qBittorrent", str(base_url.with_user(None)).rstrip("/"), within=timeout, exchange="the exchange"
+        )
         self._clock = clock
         self._cookie: str | None = None
         self._login_lock = asyncio.Lock()
@@ -108,8 +105,9 @@ class QbittorrentClient:
         cookie: str | None = None,
     ) -> tuple[int, str, aiohttp.ClientResponse]:
         headers = {"Cookie": cookie} if cookie else {}
-        try:
-            async with self._session.request(
+        async with (
+            self._upstream.call(path),
+            self._session.request(
                 method,
                 self._api + path,
                 params=params,
@@ -117,20 +115,14 @@ class QbittorrentClient:
                 headers=headers,
                 allow_redirects=False,
                 timeout=self._timeout,
-            ) as response:
-                body = await read_capped(response, self._max_reply)
-                # qBittorrent's WebUI answers in UTF-8.
-                return response.status, body.decode("utf-8", errors="replace"), response
-        except ReplyTooLarge as exc:
-            raise QbittorrentError(f"qBittorrent answered {path} with {exc}") from None
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise QbittorrentError(f"qBittorrent did not answer within {self._timeout_s:g} s") from None
-        except aiohttp.ClientConnectorError as exc:
-            # The reason reaches API clients; the address only the log.
-            logger.warning("qBittorrent is unreachable: %s", exc)
-            raise QbittorrentError(f"qBittorrent is unreachable ({connect_failure(exc)})") from None
-        except aiohttp.ClientError as exc:
-            raise QbittorrentError(f"qBittorrent broke off the exchange ({type(exc).__name__})") from None
+            ) as response,
+        ):
+            body = await read_capped(response, self._max_reply)
+            # qBittorrent's WebUI answers in UTF-8.
+            return response.status, body.decode("utf-8", errors="replace"), response
+
+    def _error(self, kind: Failure, reason: str) -> UpstreamError:
+        return self._upstream.error(kind, reason)
 
     async def _login(self, stale_cookie: str | None) -> None:
         async with self._login_lock:
@@ -160,7 +152,7 @@ class QbittorrentClient:
                     "qBittorrent rejected the configured QBITTORRENT_USERNAME/QBITTORRENT_PASSWORD"
                 )
             else:
-                raise QbittorrentError(f"qBittorrent answered the login with HTTP {status}")
+                raise self._error(Failure.BAD_REPLY, f"qBittorrent answered the login with HTTP {status}")
             self._rejected = (self._clock(), error)
             logger.error("%s (not retried for %d minutes)", error.reason, LOGIN_RETRY_AFTER // 60)
             raise error
@@ -185,20 +177,24 @@ class QbittorrentClient:
                 self._cookie = "; ".join(f"{name}={m.value}" for name, m in response.cookies.items())
             if status == 403 and attempt == 1:
                 if not self._username:
-                    raise QbittorrentError(
+                    raise self._error(
+                        Failure.REFUSED,
                         "qBittorrent asks for a login: set QBITTORRENT_USERNAME and QBITTORRENT_PASSWORD, "
-                        "or let qBittorrent bypass authentication for the gateway's address"
+                        "or let qBittorrent bypass authentication for the gateway's address",
                     )
                 # The session expired or qBittorrent restarted: one new login, one retry.
                 self._cookie = None
                 await self._login(cookie)
                 continue
             if status == 403:
-                raise QbittorrentError(f"qBittorrent refused {path} even after a fresh login (HTTP 403)")
+                raise self._error(
+                    Failure.REFUSED, f"qBittorrent refused {path} even after a fresh login (HTTP 403)"
+                )
             if status not in ok:
                 detail = text.strip()[:120]
-                raise QbittorrentError(
-                    f"qBittorrent answered {path} with HTTP {status}" + (f": {detail}" if detail else "")
+                raise self._error(
+                    Failure.BAD_REPLY,
+                    f"qBittorrent answered {path} with HTTP {status}" + (f": {detail}" if detail else ""),
                 )
             return status, text
         raise AssertionError("unreachable")
@@ -209,7 +205,9 @@ class QbittorrentClient:
         try:
             return (json.loads(text) if text.strip() else None), text
         except ValueError:
-            raise QbittorrentError(f"qBittorrent answered {path} with something that is not JSON") from None
+            raise self._error(
+                Failure.BAD_REPLY, f"qBittorrent answered {path} with something that is not JSON"
+            ) from None
 
     # --- versions -------------------------------------------------------------------------------
 
@@ -233,13 +231,15 @@ class QbittorrentClient:
         prefs, _ = await self._json("app/preferences")
         path = prefs.get("save_path") if isinstance(prefs, dict) else None
         if not isinstance(path, str) or not path:
-            raise QbittorrentError("qBittorrent's preferences carry no default save path")
+            raise self._error(Failure.BAD_REPLY, "qBittorrent's preferences carry no default save path")
         return path
 
     async def _torrent_list(self, params: Mapping[str, str]) -> tuple[list[Any], str]:
         data, text = await self._json("torrents/info", params)
         if not isinstance(data, list):
-            raise QbittorrentError("qBittorrent answered torrents/info with something that is not a list")
+            raise self._error(
+                Failure.BAD_REPLY, "qBittorrent answered torrents/info with something that is not a list"
+            )
         return data, text
 
     async def torrents_text(self) -> str:
@@ -298,7 +298,9 @@ class QbittorrentClient:
         """``sync/maindata?rid=``: everything at rid 0 (or an unknown rid), then only what changed."""
         data, _ = await self._json("sync/maindata", {"rid": str(rid)})
         if not isinstance(data, dict):
-            raise QbittorrentError("qBittorrent answered sync/maindata with something that is not an object")
+            raise self._error(
+                Failure.BAD_REPLY, "qBittorrent answered sync/maindata with something that is not an object"
+            )
         return data
 
     async def add_tags(self, torrent_hash: str, tags: list[str]) -> None:

@@ -13,20 +13,21 @@ from typing import Any
 
 from aiohttp import web
 
-from .api_errors import UpstreamFailure, json_error, json_errors
+from .api_errors import json_error, json_errors
 from .apibay import validate_category
 from .auth import CREDENTIALS, admin_middleware, public
 from .events import events
 from .forwarding import forwarding_headers
 from .health import health
-from .jellyfin import JellyfinUnavailable
+from .jellyfin import Library
 from .keys import APIBAY, ELEVATION, JELLYFIN, QBITTORRENT, SETTINGS
 from .library import library_folders, qbittorrent_folder
 from .openapi import openapi_document
 from .pages import add_pages
 from .paths import PathError, clean_absolute, is_within
-from .qbittorrent import QbittorrentClient, QbittorrentError
+from .qbittorrent import QbittorrentClient
 from .settings import Settings
+from .upstream import Failure, UpstreamError
 from .validation import (
     BadRequest,
     body_fields,
@@ -48,26 +49,13 @@ async def test1(request: web.Request) -> web.Response:
     return web.json_response("test 1 success")
 
 
-async def _libraries(request: web.Request) -> list[tuple[str, list[str]]]:
+async def _libraries(request: web.Request) -> list[Library]:
     """(name, folders) of every Jellyfin library, asked with the caller's own token."""
     settings = request.config_dict[SETTINGS]
-    try:
-        answer = await request.config_dict[JELLYFIN].virtual_folders(
-            request[CREDENTIALS],  # the token in the form the caller used; the admin check ran
-            extra_headers=forwarding_headers(request, settings.trusted_proxies),
-        )
-    except JellyfinUnavailable as exc:
-        raise UpstreamFailure(exc.reason) from None
-    if answer.status != 200 or not isinstance(answer.body, list):
-        raise UpstreamFailure(f"Jellyfin answered /Library/VirtualFolders with HTTP {answer.status}")
-    libraries = []
-    for folder in answer.body:
-        if not isinstance(folder, dict) or not isinstance(folder.get("Name"), str):
-            continue
-        locations = folder.get("Locations")
-        paths = [p for p in locations if isinstance(p, str)] if isinstance(locations, list) else []
-        libraries.append((folder["Name"], paths))
-    return libraries
+    return await request.config_dict[JELLYFIN].libraries(
+        request[CREDENTIALS],  # the token in the form the caller used; the admin check ran
+        extra_headers=forwarding_headers(request, settings.trusted_proxies),
+    )
 
 
 async def libraries(request: web.Request) -> web.Response:
@@ -210,7 +198,11 @@ async def download(request: web.Request) -> web.Response:
                 "ServerResponse": result.server_response,
             }
         )
-    raise QbittorrentError(f"qBittorrent did not add the torrent (it answered {result.server_response!r})")
+    raise UpstreamError(
+        "qBittorrent",
+        Failure.REFUSED,
+        f"qBittorrent did not add the torrent (it answered {result.server_response!r})",
+    )
 
 
 async def progress(request: web.Request) -> web.Response:

@@ -24,15 +24,16 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .jellyfin import JellyfinClient, JellyfinUnavailable
+from .jellyfin import JellyfinClient
 from .library import jellyfin_path
 from .paths import is_within
-from .qbittorrent import QbittorrentClient, QbittorrentError
+from .qbittorrent import QbittorrentClient
 from .settings import PathMap
+from .upstream import UpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,9 @@ class TorrentWatcher:
         interval: float,
         notify: bool,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``clock`` tells the time and ``sleep`` waits, both for backoffs: a test can drive them."""
         self._qbittorrent = qbittorrent
         self._jellyfin = jellyfin
         self._api_key = api_key
@@ -96,6 +99,7 @@ class TorrentWatcher:
         self._interval = interval
         self.notify = notify and bool(api_key)
         self._clock = clock
+        self._sleep = sleep
         self.torrents: dict[str, dict[str, Any]] = {}
         self._rid = 0
         self._subscribers: set[asyncio.Queue[str | None]] = set()
@@ -188,18 +192,18 @@ class TorrentWatcher:
                 await self.poll_once()
                 self._poll_error = None
                 failures = 0
-                await asyncio.sleep(self._interval)
-            except QbittorrentError as exc:
+                await self._sleep(self._interval)
+            except UpstreamError as exc:
                 failures += 1
                 self._poll_error = exc.reason
                 delay = min(MAX_BACKOFF, self._interval * 2**failures)
                 logger.warning("watching qBittorrent failed (%s); retrying in %.0f s", exc.reason, delay)
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
             except Exception:
                 # Never let the watcher die: the API keeps working, and the next poll may succeed.
                 failures += 1
                 logger.exception("unexpected error in the torrent watcher")
-                await asyncio.sleep(min(MAX_BACKOFF, self._interval * 2**failures))
+                await self._sleep(min(MAX_BACKOFF, self._interval * 2**failures))
 
     async def poll_once(self) -> None:
         data = await self._qbittorrent.maindata(self._rid)
@@ -262,13 +266,13 @@ class TorrentWatcher:
             except Exception:
                 failures += 1
                 logger.exception("unexpected error while telling Jellyfin about finished downloads")
-                await asyncio.sleep(min(MAX_BACKOFF, self._interval * 2**failures))
+                await self._sleep(min(MAX_BACKOFF, self._interval * 2**failures))
 
     async def announce_due(self) -> None:
         """One round: each due torrent in turn, with at most one /Library/VirtualFolders call.
 
-        Once Jellyfin fails in a round, the rest of the round waits for the next try instead of
-        waiting for the same timeout once per torrent.
+        Once Jellyfin cannot be reached in a round, the rest of the round waits for the next try
+        instead of waiting for the same timeout once per torrent.
         """
         folders: list[str] | None = None
         jellyfin_down: str | None = None
@@ -277,10 +281,11 @@ class TorrentWatcher:
             torrent = self.torrents.get(torrent_hash)
             if torrent is None:
                 continue
+            if jellyfin_down is not None and torrent_hash not in self._told:
+                self._retry_later(torrent_hash, jellyfin_down)
+                continue
             try:
                 if torrent_hash not in self._told:
-                    if jellyfin_down is not None:
-                        raise JellyfinUnavailable(502, jellyfin_down)
                     path = self._jellyfin_path(torrent)
                     if path and folders is None:
                         folders = await self._library_folders()
@@ -289,12 +294,11 @@ class TorrentWatcher:
                     )
                 # Recorded in qBittorrent, not here: it survives restarts and is shared by every gateway.
                 await self._qbittorrent.add_tags(torrent_hash, [NOTIFIED_TAG])
-            except (JellyfinUnavailable, QbittorrentError, _NotAccepted) as exc:
+            except UpstreamError as exc:
                 failed = True
-                reason = exc.reason if isinstance(exc, JellyfinUnavailable | QbittorrentError) else str(exc)
-                if isinstance(exc, JellyfinUnavailable):
-                    jellyfin_down = reason
-                self._retry_later(torrent_hash, reason)
+                if exc.upstream == "Jellyfin" and not exc.answered:
+                    jellyfin_down = exc.reason
+                self._retry_later(torrent_hash, exc.reason)
             else:
                 self._announced.add(torrent_hash)
                 self._retry.pop(torrent_hash, None)
@@ -324,31 +328,31 @@ class TorrentWatcher:
         )
 
     async def _library_folders(self) -> list[str]:
-        """Every library folder; none when Jellyfin will not say (the announcement then refreshes all)."""
-        answer = await self._jellyfin.virtual_folders(self._api_key)
-        if answer.status != 200 or not isinstance(answer.body, list):
+        """Every library folder; none when Jellyfin answers but will not say (the announcement then
+        refreshes all). A Jellyfin that cannot be reached raises: the announcement waits for it."""
+        try:
+            libraries = await self._jellyfin.libraries(self._api_key)
+        except UpstreamError as exc:
+            if not exc.answered:
+                raise
+            logger.warning("%s; announcing with /Library/Refresh", exc.reason)
             return []
-        folders: list[str] = []
-        for folder in answer.body:
-            locations = folder.get("Locations") if isinstance(folder, dict) else None
-            if isinstance(locations, list):
-                folders += [p for p in locations if isinstance(p, str)]
-        return folders
+        return [folder for library in libraries for folder in library.locations]
 
     async def _tell_jellyfin(
         self, torrent_hash: str, torrent: dict[str, Any], path: str | None, folders: list[str]
     ) -> Notification:
         call = "/Library/Refresh"
         if path and any(is_within(path, folder) for folder in folders):
-            status = await self._jellyfin.media_updated(self._api_key, path)
-            if status in (200, 204):
+            try:
+                await self._jellyfin.media_updated(self._api_key, path)
                 call = "/Library/Media/Updated"
-            else:
-                logger.warning("Jellyfin answered /Library/Media/Updated with %d; refreshing all", status)
+            except UpstreamError as exc:
+                if not exc.answered:
+                    raise
+                logger.warning("%s; refreshing all", exc.reason)
         if call == "/Library/Refresh":
-            status = await self._jellyfin.refresh_library(self._api_key)
-            if status not in (200, 204):
-                raise _NotAccepted(f"Jellyfin answered /Library/Refresh with HTTP {status}")
+            await self._jellyfin.refresh_library(self._api_key)
         return Notification(torrent_hash, str(torrent.get("name", "")), path or "", call, time.time())
 
     def status(self) -> dict[str, Any]:
@@ -361,7 +365,3 @@ class TorrentWatcher:
             "last_error": self.last_error,
             "last_notification": asdict(self.last_notification) if self.last_notification else None,
         }
-
-
-class _NotAccepted(Exception):
-    """Jellyfin answered, but not with success; retried like an outage."""

@@ -25,9 +25,9 @@ from gateway.apibay import (
     SEARCH_FIELDS,
     USER_AGENT,
     ApibayClient,
-    ApibayError,
     validate_category,
 )
+from gateway.upstream import Failure, UpstreamError
 from tests.apibay_standin import (
     SENTINEL_ROW,
     ApibayState,
@@ -242,12 +242,12 @@ async def test_json_that_is_not_a_list_is_an_apibay_error(
 ) -> None:
     with MockedHTTP() as mocked:
         mocked.get(ANY_SEARCH, body=json.dumps(payload), content_type="application/json")
-        with pytest.raises(ApibayError) as caught:
+        with pytest.raises(UpstreamError) as caught:
             await client.search("example")
     assert (
         caught.value.reason == f"apibay answered with unexpected JSON ({kind} instead of a list of results)"
     )
-    assert not caught.value.timed_out
+    assert caught.value.kind is not Failure.TIMEOUT
 
 
 async def test_an_html_page_with_status_200_is_an_apibay_error(client: ApibayClient) -> None:
@@ -255,7 +255,7 @@ async def test_an_html_page_with_status_200_is_an_apibay_error(client: ApibayCli
         mocked.get(
             ANY_SEARCH, body="<!DOCTYPE html><html><body>blocked</body></html>", content_type="text/html"
         )
-        with pytest.raises(ApibayError) as caught:
+        with pytest.raises(UpstreamError) as caught:
             await client.search("example")
     assert caught.value.reason == "apibay answered with an HTML page instead of JSON"
 
@@ -279,7 +279,7 @@ async def test_a_body_that_is_not_json_is_an_apibay_error(
 ) -> None:
     with MockedHTTP() as mocked:
         mocked.get(ANY_SEARCH, body=body, content_type="text/plain")
-        with pytest.raises(ApibayError) as caught:
+        with pytest.raises(UpstreamError) as caught:
             await client.search("example")
     assert caught.value.reason == reason
 
@@ -293,7 +293,7 @@ async def test_a_cloudflare_522_page_is_an_apibay_error_naming_the_status(client
             content_type="text/html",
             headers={"Server": "cloudflare"},
         )
-        with pytest.raises(ApibayError) as caught:
+        with pytest.raises(UpstreamError) as caught:
             await client.search("example")
     assert caught.value.reason == "apibay answered HTTP 522 (a Cloudflare error page)"
 
@@ -312,7 +312,7 @@ async def test_any_status_but_200_is_an_apibay_error(
 ) -> None:
     with MockedHTTP() as mocked:
         mocked.get(ANY_SEARCH, status=status, body=body, content_type=content_type)
-        with pytest.raises(ApibayError) as caught:
+        with pytest.raises(UpstreamError) as caught:
             await client.search("example")
     assert caught.value.reason == reason
 
@@ -321,10 +321,10 @@ async def test_a_timeout_is_an_apibay_error_saying_how_long_it_waited(session: a
     client = ApibayClient(session, BASE, timeout=7.5)
     with MockedHTTP() as mocked:
         mocked.get(ANY_SEARCH, exception=TimeoutError())
-        with pytest.raises(ApibayError) as caught:
+        with pytest.raises(UpstreamError) as caught:
             await client.search("example")
     assert caught.value.reason == "apibay did not answer within 7.5 s"
-    assert caught.value.timed_out
+    assert caught.value.kind is Failure.TIMEOUT
 
 
 async def test_a_refused_connection_is_an_apibay_error_saying_unreachable(client: ApibayClient) -> None:
@@ -332,16 +332,16 @@ async def test_a_refused_connection_is_an_apibay_error_saying_unreachable(client
     refused = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
     with MockedHTTP() as mocked:
         mocked.get(ANY_SEARCH, exception=refused)
-        with pytest.raises(ApibayError) as caught:
+        with pytest.raises(UpstreamError) as caught:
             await client.search("example")
     assert caught.value.reason == "apibay is unreachable (connection refused)"
-    assert not caught.value.timed_out
+    assert caught.value.kind is not Failure.TIMEOUT
 
 
 async def test_a_connection_dropped_mid_answer_is_an_apibay_error(client: ApibayClient) -> None:
     with MockedHTTP() as mocked:
         mocked.get(ANY_SEARCH, exception=aiohttp.ServerDisconnectedError())
-        with pytest.raises(ApibayError) as caught:
+        with pytest.raises(UpstreamError) as caught:
             await client.search("example")
     assert caught.value.reason == "apibay broke off its answer (ServerDisconnectedError)"
 
@@ -416,7 +416,7 @@ async def test_errors_are_not_cached(client: ApibayClient) -> None:
     with MockedHTTP() as mocked:
         mocked.get(ANY_SEARCH, status=522, body="<html></html>", content_type="text/html")
         mocked.get(ANY_SEARCH, payload=[row()])
-        with pytest.raises(ApibayError):
+        with pytest.raises(UpstreamError):
             await client.search("example")
         assert await client.search("example") == [row()]
     assert request_count(mocked) == 2
@@ -497,7 +497,7 @@ async def test_a_shared_failure_reaches_every_waiter_and_is_not_cached(client: A
         outcomes = await asyncio.gather(
             client.search("example"), client.search("example"), return_exceptions=True
         )
-        assert all(isinstance(outcome, ApibayError) for outcome in outcomes)
+        assert all(isinstance(outcome, UpstreamError) for outcome in outcomes)
         assert await client.search("example") == [row()]
     assert request_count(mocked) == 2
 
@@ -632,7 +632,7 @@ async def test_the_standin_522_page_is_an_apibay_error_mentioning_522(
     make_client: Callable[..., ApibayClient], apibay_state: ApibayState
 ) -> None:
     apibay_state.responses["down"] = "cloudflare"
-    with pytest.raises(ApibayError, match="522") as caught:
+    with pytest.raises(UpstreamError, match="522") as caught:
         await make_client().search("down")
     assert caught.value.reason == "apibay answered HTTP 522 (a Cloudflare error page)"
 
@@ -641,7 +641,7 @@ async def test_the_standin_html_page_is_an_apibay_error(
     make_client: Callable[..., ApibayClient], apibay_state: ApibayState
 ) -> None:
     apibay_state.responses["blocked"] = "html"
-    with pytest.raises(ApibayError, match="HTML page instead of JSON"):
+    with pytest.raises(UpstreamError, match="HTML page instead of JSON"):
         await make_client().search("blocked")
 
 
@@ -651,9 +651,9 @@ async def test_the_standin_non_list_json_is_an_apibay_error(
     apibay_state.responses["odd"] = "not_list"
     apibay_state.responses["count"] = Reply("json", payload=17)
     client = make_client()
-    with pytest.raises(ApibayError, match="an object instead of a list"):
+    with pytest.raises(UpstreamError, match="an object instead of a list"):
         await client.search("odd")
-    with pytest.raises(ApibayError, match="a number instead of a list"):
+    with pytest.raises(UpstreamError, match="a number instead of a list"):
         await client.search("count")
 
 
@@ -663,10 +663,10 @@ async def test_slowness_beyond_the_timeout_is_an_apibay_error_about_time(
     apibay_state.responses["slow"] = Reply(delay=5)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(ApibayError) as caught:
+    with pytest.raises(UpstreamError) as caught:
         await make_client(timeout=0.3).search("slow")
     assert caught.value.reason == "apibay did not answer within 0.3 s"
-    assert caught.value.timed_out
+    assert caught.value.kind is Failure.TIMEOUT
     assert loop.time() - started < 2
 
 
@@ -674,7 +674,7 @@ async def test_an_oversized_answer_is_an_apibay_error_even_when_compressed(
     make_client: Callable[..., ApibayClient], apibay_state: ApibayState
 ) -> None:
     apibay_state.responses["huge"] = Reply("json", payload=["x" * (5 * 1024 * 1024)])
-    with pytest.raises(ApibayError) as caught:
+    with pytest.raises(UpstreamError) as caught:
         await make_client().search("huge")
     assert caught.value.reason == "apibay answered with more than 4 MiB"
     [request] = apibay_state.requests
@@ -683,7 +683,7 @@ async def test_an_oversized_answer_is_an_apibay_error_even_when_compressed(
 
 async def test_a_closed_port_is_an_apibay_error_saying_unreachable(session: aiohttp.ClientSession) -> None:
     client = ApibayClient(session, URL(f"http://127.0.0.1:{free_port()}"))
-    with pytest.raises(ApibayError, match=r"^apibay is unreachable \(.+\)$"):
+    with pytest.raises(UpstreamError, match=r"^apibay is unreachable \(.+\)$"):
         await client.search("example")
 
 

@@ -20,10 +20,10 @@ from gateway.jellyfin import (
     ClientIdentity,
     Credentials,
     JellyfinClient,
-    JellyfinUnavailable,
     TokenForm,
     authorization_header,
 )
+from gateway.upstream import Failure, UpstreamError
 from tests.conftest import (
     FakeClock,
     GatewayFactory,
@@ -335,7 +335,7 @@ async def test_an_unreachable_jellyfin_is_named_without_its_address(
     assert status == 502
     assert body["error"] == "Jellyfin is unreachable (connection refused)"
     # The operator still learns where the gateway tried to go: from the log, not from the client.
-    assert any(f"127.0.0.1:{port}" in r.getMessage() for r in caplog.records if r.name == "gateway.jellyfin")
+    assert any(f"127.0.0.1:{port}" in r.getMessage() for r in caplog.records if r.name == "gateway.upstream")
     assert all(str(port) not in r.getMessage() for r in caplog.records if r.name == "gateway.auth")
 
 
@@ -364,10 +364,11 @@ async def test_a_reply_over_the_cap_is_a_502_not_a_buffer(
     app.router.add_get("/{tail:.*}", huge)
     server = await aiohttp_server(app)
     client = JellyfinClient(api_session, server_url(server), connect_timeout=1, max_reply_bytes=cap)
-    with pytest.raises(JellyfinUnavailable) as caught:
-        await client.current_user(Credentials(TOKEN))
-    assert (caught.value.status, caught.value.reason) == (
-        502,
+    with pytest.raises(UpstreamError) as caught:
+        await client.me(Credentials(TOKEN))
+    assert (caught.value.upstream, caught.value.kind, caught.value.reason) == (
+        "Jellyfin",
+        Failure.BAD_REPLY,
         "Jellyfin answered /Users/Me with more than 1 MiB",
     )
     decision = await decide(client, Credentials(TOKEN))
@@ -484,9 +485,9 @@ async def test_decisions_are_cached_by_token_hash_and_expire(api_session: aiohtt
         assert (await cache.check(Credentials(TOKEN))).allowed
         assert (await cache.check(Credentials(TOKEN))).allowed
         assert len(mocked.requests[("GET", URL(f"{JF}/Users/Me"))]) == 1
-        ((digest, form, address),) = cache._entries
+        ((digest, form, address),) = cache.keys()
         assert (len(digest), form, address) == (32, TokenForm("Authorization", "MediaBrowser"), None)
-        assert TOKEN not in repr(cache._entries)
+        assert TOKEN not in repr(cache.keys())
         clock.now += 10.5
         assert (await cache.check(Credentials(TOKEN))).allowed
         assert len(mocked.requests[("GET", URL(f"{JF}/Users/Me"))]) == 2

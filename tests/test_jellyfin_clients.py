@@ -1,4 +1,5 @@
-"""Real Jellyfin clients talk to the stand-in through the gateway and notice nothing."""
+"""Real Jellyfin clients talk to the stand-in through the gateway and notice nothing; the gateway's
+own client hands its callers typed answers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,8 +16,12 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestServer
 from jellyfin_apiclient_python import JellyfinClient
 from jellyfin_apiclient_python.connection_manager import CONNECTION_STATE
+from yarl import URL
 
-from tests.conftest import GatewayFactory, RunningGateway, ServerFactory, server_url, wait_until
+from gateway.jellyfin import Credentials, Library, Me, PublicInfo, Refusal
+from gateway.jellyfin import JellyfinClient as GatewayJellyfin
+from gateway.upstream import Failure, UpstreamError
+from tests.conftest import GatewayFactory, MockedHTTP, RunningGateway, ServerFactory, server_url, wait_until
 from tests.jellyfin_standin import StandinState, create_standin
 
 
@@ -181,3 +187,76 @@ async def test_a_base_url_is_forwarded_unchanged_and_redirects_pass_through(
     async with http.get(server_url(gateway, "/jellyfin/system/info/public")) as resp:
         assert resp.status == 200
         assert (await resp.json())["ProductName"] == "Jellyfin Server"
+
+
+# --- the gateway's own client: typed answers, parsed in one place ---------------------------------
+
+JF = "http://jf.test:8096/jellyfin"
+
+
+@pytest.fixture
+async def api_client() -> AsyncIterator[GatewayJellyfin]:
+    async with aiohttp.ClientSession() as session:
+        yield GatewayJellyfin(session, URL(JF), connect_timeout=1)
+
+
+async def test_libraries_come_back_typed_with_only_their_text_folders(api_client: GatewayJellyfin) -> None:
+    folders = [
+        {"Name": "Movies", "Locations": ["/media/movies", 7, None], "CollectionType": "movies"},
+        {"Name": "Empty"},
+        {"Locations": ["/media/nameless"]},
+        "not a library",
+    ]
+    with MockedHTTP() as mocked:
+        mocked.get(f"{JF}/Library/VirtualFolders", payload=folders)
+        libraries = await api_client.libraries("api-key")
+    assert libraries == [Library("Movies", ["/media/movies"]), Library("Empty", [])]
+    assert libraries[0].name == "Movies"
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "kind", "reason"),
+    [
+        (200, {"Items": []}, Failure.BAD_REPLY, "with something that is not a list"),
+        (401, None, Failure.REFUSED, "with HTTP 401"),
+        (403, None, Failure.REFUSED, "with HTTP 403"),
+        (500, None, Failure.BAD_REPLY, "with HTTP 500"),
+    ],
+)
+async def test_libraries_jellyfin_will_not_list_are_an_upstream_error(
+    api_client: GatewayJellyfin, status: int, payload: Any, kind: Failure, reason: str
+) -> None:
+    with MockedHTTP() as mocked:
+        mocked.get(f"{JF}/Library/VirtualFolders", status=status, payload=payload)
+        with pytest.raises(UpstreamError) as caught:
+            await api_client.libraries("api-key")
+    assert (caught.value.upstream, caught.value.kind) == ("Jellyfin", kind)
+    assert caught.value.reason == f"Jellyfin answered /Library/VirtualFolders {reason}"
+
+
+async def test_public_info_comes_back_typed(api_client: GatewayJellyfin) -> None:
+    with MockedHTTP() as mocked:
+        mocked.get(f"{JF}/System/Info/Public", payload={"Version": "10.11.0", "ServerName": 42})
+        mocked.get(f"{JF}/System/Info/Public", status=503)
+        assert await api_client.public_info() == PublicInfo(version="10.11.0", server_name=None)
+        with pytest.raises(UpstreamError, match=r"^Jellyfin answered /System/Info/Public with HTTP 503$"):
+            await api_client.public_info()
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "expected"),
+    [
+        (200, {"Policy": {"IsAdministrator": True, "IsDisabled": False}}, Me(True, False)),
+        (200, {"Policy": {"IsAdministrator": "true", "IsDisabled": 1}}, Me(False, False)),
+        (200, ["not", "a", "user"], Me(False, False)),
+        (400, None, Refusal.NO_USER),
+        (401, None, Refusal.UNAUTHORIZED),
+        (403, None, Refusal.FORBIDDEN),
+    ],
+)
+async def test_the_current_user_comes_back_typed_or_as_jellyfins_refusal(
+    api_client: GatewayJellyfin, status: int, payload: Any, expected: Me | Refusal
+) -> None:
+    with MockedHTTP() as mocked:
+        mocked.get(f"{JF}/Users/Me", status=status, payload=payload)
+        assert await api_client.me(Credentials("token")) == expected

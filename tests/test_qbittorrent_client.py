@@ -10,7 +10,8 @@ import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
-from gateway.qbittorrent import LOGIN_RETRY_AFTER, LoginRejected, QbittorrentClient, QbittorrentError
+from gateway.qbittorrent import LOGIN_RETRY_AFTER, LoginRejected, QbittorrentClient
+from gateway.upstream import Failure, UpstreamError
 from tests.conftest import FakeClock, MockedHTTP
 
 QB = "http://127.0.0.1:8099"
@@ -84,7 +85,7 @@ async def test_a_second_403_after_a_fresh_login_is_an_error_not_a_loop(
         _login_ok(mocked)
         mocked.get(f"{API}/torrents/info?filter=all", status=403, repeat=True)
         _login_ok(mocked)
-        with pytest.raises(QbittorrentError, match="even after a fresh login"):
+        with pytest.raises(UpstreamError, match="even after a fresh login"):
             await _client(session).torrents()
         assert len(_calls(mocked, "POST", "auth/login")) == 2
 
@@ -110,8 +111,9 @@ async def test_a_rejected_login_is_reported_and_not_retried(
 async def test_a_ban_is_explained(session: aiohttp.ClientSession) -> None:
     with MockedHTTP() as mocked:
         mocked.post(f"{API}/auth/login", status=403, body="Your IP address has been banned")
-        with pytest.raises(LoginRejected, match="banned"):
+        with pytest.raises(LoginRejected, match="banned") as caught:
             await _client(session).torrents()
+    assert (caught.value.upstream, caught.value.kind) == ("qBittorrent", Failure.REFUSED)
 
 
 async def test_without_credentials_no_login_is_tried_and_a_403_says_what_to_set(
@@ -119,7 +121,7 @@ async def test_without_credentials_no_login_is_tried_and_a_403_says_what_to_set(
 ) -> None:
     with MockedHTTP() as mocked:
         mocked.get(f"{API}/torrents/info?filter=all", status=403)
-        with pytest.raises(QbittorrentError, match="QBITTORRENT_USERNAME"):
+        with pytest.raises(UpstreamError, match="QBITTORRENT_USERNAME"):
             await _client(session, username="").torrents()
         assert _calls(mocked, "POST", "auth/login") == []
 
@@ -216,19 +218,34 @@ async def test_only_one_magnet_line_can_be_added(session: aiohttp.ClientSession,
     assert mocked.requests == {}
 
 
-async def test_unreachable_and_slow_qbittorrent_give_reasons(session: aiohttp.ClientSession) -> None:
+async def test_unreachable_and_slow_qbittorrent_give_reasons_and_kinds(
+    session: aiohttp.ClientSession,
+) -> None:
     with MockedHTTP() as mocked:
         mocked.post(f"{API}/auth/login", exception=TimeoutError())
-        with pytest.raises(QbittorrentError, match="did not answer within 10 s"):
+        with pytest.raises(UpstreamError, match="did not answer within 10 s") as caught:
             await _client(session).torrents()
+    assert caught.value.kind is Failure.TIMEOUT
     client = QbittorrentClient(session, URL("http://127.0.0.1:9"), username="", password="")
-    with pytest.raises(QbittorrentError, match=re.escape("qBittorrent is unreachable")):
+    with pytest.raises(UpstreamError, match=re.escape("qBittorrent is unreachable")) as caught:
         await client.torrents()
+    assert caught.value.kind is Failure.UNREACHABLE
+
+
+async def test_a_connection_dropped_mid_answer_is_said_as_before(session: aiohttp.ClientSession) -> None:
+    with MockedHTTP() as mocked:
+        _login_ok(mocked)
+        mocked.get(f"{API}/torrents/info?filter=all", exception=aiohttp.ServerDisconnectedError())
+        with pytest.raises(UpstreamError) as caught:
+            await _client(session).torrents()
+    assert caught.value.reason == "qBittorrent broke off the exchange (ServerDisconnectedError)"
+    assert caught.value.kind is Failure.UNREACHABLE
 
 
 async def test_a_non_list_torrent_reply_is_an_error(session: aiohttp.ClientSession) -> None:
     with MockedHTTP() as mocked:
         _login_ok(mocked)
         mocked.get(f"{API}/torrents/info?filter=all", body='{"not": "a list"}')
-        with pytest.raises(QbittorrentError, match="not a list"):
+        with pytest.raises(UpstreamError, match="not a list") as caught:
             await _client(session).torrents_text()
+    assert caught.value.kind is Failure.BAD_REPLY

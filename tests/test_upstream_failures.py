@@ -12,12 +12,14 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.client_reqrep import ConnectionKey
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from gateway.apibay import ApibayClient, ApibayError
+from gateway.apibay import ApibayClient
 from gateway.app import PROXY_CONNECTIONS
-from gateway.qbittorrent import QbittorrentClient, QbittorrentError
+from gateway.qbittorrent import QbittorrentClient
+from gateway.upstream import Failure, ReplyTooLarge, Upstream, UpstreamError
 from tests.conftest import GatewayFactory, RunningGateway, ServerFactory, free_port, server_url
 from tests.jellyfin_standin import ROUTES, Policy, RequestContext, StandinState, create_standin, route
 
@@ -110,6 +112,101 @@ async def test_torrent_calls_to_a_closed_upstream_say_unreachable_but_not_where(
     assert resp.status == 500
     assert body == {"error": reason}
     assert _warned_about(caplog, port)
+
+
+# --- the one mapping of transport failures -------------------------------------------------------
+
+_CONNECTION = ConnectionKey("10.9.8.7", 4321, False, True, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("upstream", "raised", "kind", "reason"),
+    [
+        (
+            Upstream("Jellyfin", "http://10.9.8.7:4321"),
+            aiohttp.ClientConnectorError(_CONNECTION, ConnectionRefusedError(111, "Connection refused")),
+            Failure.UNREACHABLE,
+            "Jellyfin is unreachable (connection refused)",
+        ),
+        (
+            Upstream("Jellyfin", "http://10.9.8.7:4321"),
+            aiohttp.ConnectionTimeoutError(
+                "Connection timeout to host http://10.9.8.7:4321/Users/Me?api_key=s3cret"
+            ),
+            Failure.UNREACHABLE,
+            "Jellyfin did not accept the connection in time",
+        ),
+        (
+            Upstream("Jellyfin", "http://10.9.8.7:4321"),
+            aiohttp.SocketTimeoutError("Timeout on reading data from socket"),
+            Failure.TIMEOUT,
+            "Jellyfin did not answer /Users/Me in time",
+        ),
+        (
+            Upstream("qBittorrent", "http://10.9.8.7:4321", within=10, exchange="the exchange"),
+            TimeoutError(),
+            Failure.TIMEOUT,
+            "qBittorrent did not answer within 10 s",
+        ),
+        (
+            Upstream("qBittorrent", "http://10.9.8.7:4321", within=10, exchange="the exchange"),
+            ReplyTooLarge(MiB),
+            Failure.BAD_REPLY,
+            "qBittorrent answered /Users/Me with more than 1 MiB",
+        ),
+        (
+            Upstream("Jellyfin", "http://10.9.8.7:4321"),
+            aiohttp.ServerDisconnectedError(),
+            Failure.UNREACHABLE,
+            "Jellyfin broke off /Users/Me (ServerDisconnectedError)",
+        ),
+        (
+            Upstream("Jellyfin", "http://10.9.8.7:4321"),
+            aiohttp.ClientPayloadError("Response payload is not completed"),
+            Failure.BAD_REPLY,
+            "Jellyfin broke off /Users/Me (ClientPayloadError)",
+        ),
+        (
+            Upstream("Jellyfin", "http://10.9.8.7:4321"),
+            ConnectionResetError(104, "Connection reset by peer"),
+            Failure.UNREACHABLE,
+            "Jellyfin broke off /Users/Me (ConnectionResetError)",
+        ),
+    ],
+    ids=[
+        "refused",
+        "connect-timeout",
+        "read-timeout",
+        "total-timeout",
+        "too-large",
+        "dropped",
+        "garbled",
+        "reset",
+    ],
+)
+async def test_every_transport_failure_becomes_one_error_with_a_kind_and_an_address_free_reason(
+    caplog: pytest.LogCaptureFixture, upstream: Upstream, raised: Exception, kind: Failure, reason: str
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(UpstreamError) as caught:
+        async with upstream.call("/Users/Me"):
+            raise raised
+    assert (caught.value.upstream, caught.value.kind, caught.value.reason) == (upstream.name, kind, reason)
+    assert "10.9.8.7" not in caught.value.reason
+    assert "4321" not in caught.value.reason
+    [record] = [r for r in caplog.records if r.name == "gateway.upstream"]
+    assert record.levelno == logging.WARNING
+    assert "http://10.9.8.7:4321 /Users/Me" in record.getMessage()
+    assert "s3cret" not in record.getMessage()  # an exception's own text may carry the full URL
+
+
+async def test_an_error_raised_inside_the_exchange_passes_through_unchanged() -> None:
+    upstream = Upstream("apibay", "https://apibay.test/q.php", within=10)
+    own = upstream.error(Failure.BAD_REPLY, "apibay answered HTTP 522")
+    with pytest.raises(UpstreamError) as caught:
+        async with upstream.call():
+            raise own
+    assert caught.value is own
 
 
 # --- pools ----------------------------------------------------------------------------------------
@@ -218,10 +315,11 @@ async def test_a_qbittorrent_reply_over_the_cap_is_a_clear_error(
     session: aiohttp.ClientSession, oversized: Oversized
 ) -> None:
     client = QbittorrentClient(session, oversized.url, username="", password="", max_reply=MiB)
-    with pytest.raises(QbittorrentError) as caught:
+    with pytest.raises(UpstreamError) as caught:
         await client.torrents()
     assert caught.value.reason == "qBittorrent answered torrents/info with more than 1 MiB"
-    with pytest.raises(QbittorrentError) as caught:
+    assert caught.value.kind is Failure.BAD_REPLY
+    with pytest.raises(UpstreamError) as caught:
         await client.maindata(0)
     assert caught.value.reason == "qBittorrent answered sync/maindata with more than 1 MiB"
 
@@ -238,7 +336,7 @@ async def test_an_apibay_reply_over_the_cap_is_a_clear_error(
     session: aiohttp.ClientSession, oversized: Oversized
 ) -> None:
     client = ApibayClient(session, oversized.url, max_reply=MiB)
-    with pytest.raises(ApibayError) as caught:
+    with pytest.raises(UpstreamError) as caught:
         await client.search("anything")
     assert caught.value.reason == "apibay answered with more than 1 MiB"
 

@@ -207,6 +207,94 @@ def test_library_tags_carry_no_commas() -> None:
     assert tags_of({"tags": "a, b,c"}) == {"a", "b", "c"}
 
 
+async def test_libraries_jellyfin_will_not_list_mean_a_full_refresh_not_a_retry(
+    session: aiohttp.ClientSession,
+) -> None:
+    watcher = _watcher(session)
+    with MockedHTTP() as mocked:
+        _maindata(mocked, 0, {HASH: _torrent()}, full=True)
+        mocked.get(f"{JF}/Library/VirtualFolders", status=500)
+        mocked.post(f"{JF}/Library/Refresh", status=204)
+        mocked.post(f"{QB}/torrents/addTags", body="")
+        await _poll_and_announce(watcher)
+        assert len(_posts(mocked, f"{JF}/Library/Refresh")) == 1
+        assert ("POST", URL(f"{JF}/Library/Media/Updated")) not in mocked.requests
+    assert watcher.last_notification is not None
+    assert watcher.last_notification.call == "/Library/Refresh"
+    assert watcher.last_error is None
+
+
+async def test_a_refused_full_refresh_is_retried_with_jellyfins_reason(
+    session: aiohttp.ClientSession,
+) -> None:
+    watcher = _watcher(session)
+    with MockedHTTP() as mocked:
+        _maindata(mocked, 0, {HASH: _torrent(content_path="/elsewhere/Movie")}, full=True)
+        mocked.post(f"{JF}/Library/Refresh", status=401)
+        await _poll_and_announce(watcher)
+        assert ("POST", URL(f"{QB}/torrents/addTags")) not in mocked.requests
+    assert watcher.pending() == [HASH]
+    assert watcher.last_error == "Jellyfin answered /Library/Refresh with HTTP 401"
+
+
+class FakeSleep:
+    """Waits no real time: each sleep is recorded and moves the fake clock on by as much.
+
+    The ``park_after``-th sleep never ends (until the watcher is stopped), so a test reads a fixed
+    sequence of waits.
+    """
+
+    def __init__(self, clock: FakeClock, *, park_after: int) -> None:
+        self.clock = clock
+        self.delays: list[float] = []
+        self.park_after = park_after
+        self.parked = asyncio.Event()
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        self.clock.now += delay
+        if len(self.delays) >= self.park_after:
+            self.parked.set()
+            await asyncio.Event().wait()
+        await asyncio.sleep(0)
+
+
+async def test_a_failing_poll_backs_off_on_the_watchers_own_clock_without_real_waiting(
+    session: aiohttp.ClientSession,
+) -> None:
+    clock = FakeClock()
+    sleep = FakeSleep(clock, park_after=9)
+    watcher = TorrentWatcher(
+        QbittorrentClient(session, URL(QB.removesuffix("/api/v2")), username="", password=""),
+        JellyfinClient(session, URL(JF), connect_timeout=1),
+        api_key=KEY,
+        path_map=PATH_MAP,
+        interval=1,
+        notify=True,
+        clock=clock,
+        sleep=sleep,
+    )
+    refused = aiohttp.ClientConnectorError(_KEY, OSError(111, "Connection refused"))
+    loop = asyncio.get_running_loop()
+    with MockedHTTP() as mocked:
+        for _ in range(7):
+            mocked.get(f"{QB}/sync/maindata?rid=0", exception=refused)
+        _maindata(mocked, 0, {}, full=True)
+        _maindata(mocked, 1, {})
+        started = loop.time()
+        watcher.start()
+        try:
+            await asyncio.wait_for(sleep.parked.wait(), 5)
+        finally:
+            await watcher.stop()
+    # Doubling from twice the interval up to MAX_BACKOFF; back to the interval once qBittorrent answers.
+    assert sleep.delays == [2, 4, 8, 16, 32, 60, 60, 1, 1]
+    assert clock.now == 1000 + sum(sleep.delays)
+    assert loop.time() - started < 2  # 183 s of backoff, no real waiting
+    assert watcher.polls == 2
+    assert watcher.last_error is None
+
+
 # --- with a real qBittorrent ------------------------------------------------------------------------
 
 Live = tuple[RunningGateway, QbtInstance, dict[str, str]]
