@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,12 +22,22 @@ from aiohttp.test_utils import TestServer
 from aioresponses import aioresponses
 from yarl import URL
 
+from gateway import events as gateway_events
 from gateway.app import create_app
 from gateway.server import guarded_site, runner_options
 from gateway.settings import Settings
+from tests.apibay_standin import ApibayState, create_apibay_standin
 from tests.jellyfin_standin import StandinState, create_standin
+from tests.parallel import (  # noqa: F401 - hooks for parallel runs (pytest-xdist): see there
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_runtest_protocol,
+    pytest_unconfigure,
+    pytest_xdist_make_scheduler,
+)
 from tests.probe import ProbeState, create_probe, pattern
 from tests.qbittorrent_nox import QbtInstance, binaries, new_base_dir, require_binary, start_qbittorrent
+from tests.qbittorrent_nox import free_port as free_port  # one rule for test ports: see there
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 GatewayFactory = Callable[..., Awaitable["RunningGateway"]]
@@ -78,10 +89,13 @@ async def gateway_factory() -> AsyncIterator[GatewayFactory]:
     tested the way it runs (aiohttp's default, no cancellation when a client disconnects).
     """
     runners: list[web.AppRunner] = []
+    # Bound but not listening: connecting is refused, and no other test (in parallel) can take the port.
+    closed_socket = socket.socket()
+    closed_socket.bind(("127.0.0.1", 0))
+    closed = URL(f"http://127.0.0.1:{closed_socket.getsockname()[1]}")
 
     async def make(upstream: URL | str, **overrides: Any) -> RunningGateway:
         # Upstreams a test does not set point at a closed loopback port: nothing may leave this machine.
-        closed = URL(f"http://127.0.0.1:{free_port()}")
         base = Settings(
             jellyfin_url=URL(str(upstream)),
             host="127.0.0.1",
@@ -98,10 +112,13 @@ async def gateway_factory() -> AsyncIterator[GatewayFactory]:
         host, port = runner.addresses[0][:2]
         return RunningGateway(host, port, app, settings, runner)
 
-    yield make
-    for runner in reversed(runners):
-        if runner.server is not None:  # not stopped by the test already
-            await runner.cleanup()
+    try:
+        yield make
+    finally:
+        for runner in reversed(runners):
+            if runner.server is not None:  # not stopped by the test already
+                await runner.cleanup()
+        closed_socket.close()
 
 
 @pytest.fixture
@@ -170,13 +187,6 @@ async def raw_exchange(
         (name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines[1:])
     ]
     return RawResponse(lines[0], headers, body)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -249,15 +259,25 @@ async def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: fl
     raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``condition`` (state another task or process changes) until true or ``timeout`` passes."""
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, interval: float = 0.01
+) -> bool:
+    """Poll ``condition`` (state another task or process changes) until true or ``timeout`` passes.
+
+    ``condition`` may be a coroutine function (asking qBittorrent, say): give such a one a longer
+    ``interval`` than the default 10 ms.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not condition():
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return True
         if loop.time() > deadline:
             return False
-        await asyncio.sleep(0.01)
-    return True
+        await asyncio.sleep(interval)
 
 
 class FakeClock:
@@ -336,3 +356,136 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+# --- the whole world: gateway + Jellyfin and apibay stand-ins + real qBittorrent --------------------
+
+
+@dataclass
+class Stack:
+    """A gateway wired as in production to the Jellyfin stand-in, the apibay stand-in and a real
+    qbittorrent-nox (of the version the test is parametrized with)."""
+
+    #: The qBittorrent the gateway drives (the leecher when there is a seeder).
+    qbt: QbtInstance
+    #: The Jellyfin stand-in's state (users, tokens, libraries, the calls it received).
+    jellyfin: StandinState
+    #: The Jellyfin stand-in itself (to close it, or to reach it without the gateway).
+    jellyfin_server: TestServer
+    #: The apibay stand-in's state (a closed port in the gateway's settings with ``apibay=False``).
+    apibay: ApibayState
+    #: An admin's Authorization header, as Jellyfin web sends it.
+    headers: dict[str, str]
+    #: The gateway settings (over the defaults) of every gateway this stack starts.
+    settings: dict[str, Any]
+    _start: GatewayFactory = field(repr=False)
+    _seeder: QbtInstance | None = field(default=None, repr=False)
+    _gateway: RunningGateway | None = field(default=None, repr=False)
+
+    @property
+    def gateway(self) -> RunningGateway:
+        """The first gateway started (by the factory unless it was asked for ``gateway=False``)."""
+        if self._gateway is None:
+            raise AssertionError("no gateway started: stack_factory(gateway=False) and no start_gateway()")
+        return self._gateway
+
+    @property
+    def seeder(self) -> QbtInstance:
+        """A second qbittorrent-nox of the same version, to download from (``seeder=True``)."""
+        if self._seeder is None:
+            raise AssertionError("no seeder: ask stack_factory(seeder=True)")
+        return self._seeder
+
+    @property
+    def jellyfin_url(self) -> URL:
+        return server_url(self.jellyfin_server)
+
+    def url(self, path: str = "") -> URL:
+        """``path`` on the (first) gateway."""
+        return server_url(self.gateway, path)
+
+    async def start_gateway(self, **overrides: Any) -> RunningGateway:
+        """Another gateway in front of the same world (a restart, a second instance); ``overrides`` go
+        over this stack's settings. Stopped at teardown unless the test stops it."""
+        gateway = await self._start(self.jellyfin_url, **{**self.settings, **overrides})
+        if self._gateway is None:
+            self._gateway = gateway
+        return gateway
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def stack_factory(
+    qbt_factory: QbtFactory,
+    jellyfin: TestServer,
+    standin_state: StandinState,
+    aiohttp_server: ServerFactory,
+    gateway_factory: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> StackFactory:
+    """Build a :class:`Stack` for the parametrized qBittorrent version (``qbt_binary``).
+
+    Keyword options, for what tests need differently:
+
+    - ``apibay=False``: no apibay stand-in; the gateway's APIBAY_URL is a closed port.
+    - ``seeder=True``: a second qbittorrent-nox (``stack.seeder``), started alongside.
+    - ``api_key=True``: the gateway has a Jellyfin API key (JELLYFIN_API_KEY), so it announces.
+    - ``gateway=False``: nothing started yet; ``stack.start_gateway()`` does it (or a process does).
+    - ``sse_keepalive``: seconds between /torrent/events keep-alive comments; 0.2 here, 15 in
+      production (``None`` keeps that). The gateway notices a listener who went away only when it
+      writes to it, and stopping a gateway waits up to 5 s (shutdown_timeout) for such a stream.
+    - ``qbt_options``: passed to ``qbt_factory`` (``max_auth_fail=5``, ``extra_prefs={...}``).
+    - any other keyword is a gateway setting (``watch_interval=0.1``, ``qbittorrent_password=...``).
+
+    Jellyfin is the ``jellyfin`` fixture (one per test, its state ``standin_state``), so a test can
+    arrange or inspect it through either.
+    """
+
+    async def make(
+        *,
+        apibay: bool = True,
+        seeder: bool = False,
+        api_key: bool = False,
+        gateway: bool = True,
+        sse_keepalive: float | None = 0.2,
+        qbt_options: dict[str, Any] | None = None,
+        **gateway_settings: Any,
+    ) -> Stack:
+        if sse_keepalive is not None:
+            monkeypatch.setattr(gateway_events, "SSE_KEEPALIVE", sse_keepalive)
+        options = qbt_options or {}
+        if seeder:
+            qbt, seeding = await asyncio.gather(qbt_factory(**options), qbt_factory())
+        else:
+            qbt, seeding = await qbt_factory(**options), None
+        apibay_state = ApibayState()
+        settings: dict[str, Any] = qbittorrent_settings(qbt)
+        if apibay:
+            settings["apibay_url"] = server_url(await aiohttp_server(create_apibay_standin(apibay_state)))
+        if api_key:
+            settings["jellyfin_api_key"] = standin_state.api_key_for("gateway")
+        settings.update(gateway_settings)
+        token = standin_state.issue_token(standin_state.user_by_name("admin"))
+        stack = Stack(
+            qbt=qbt,
+            jellyfin=standin_state,
+            jellyfin_server=jellyfin,
+            apibay=apibay_state,
+            headers={"Authorization": f'MediaBrowser Token="{token}"'},
+            settings=settings,
+            _start=gateway_factory,
+            _seeder=seeding,
+        )
+        if gateway:
+            await stack.start_gateway()
+        return stack
+
+    return make
+
+
+@pytest.fixture
+async def stack(stack_factory: StackFactory) -> Stack:
+    """The default :class:`Stack`: gateway, both stand-ins, one real qBittorrent."""
+    return await stack_factory()

@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import collections
 import configparser
 import contextlib
+import functools
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -49,7 +52,7 @@ SETUP_HINT = "run `sudo tests/setup_qbittorrent.sh` (installs qbittorrent-nox 4.
 # The chroot of qbittorrent-nox-5 sees the host's /tmp at the same path, and nothing else.
 PROFILE_PARENT = Path("/tmp")
 READY_TIMEOUT = 30.0
-READY_INTERVAL = 0.2
+READY_INTERVAL = 0.05
 LOGIN_TRY_TIMEOUT = 2.0
 STOP_TIMEOUT = 10.0
 DEFAULT_USERNAME = "gwadmin"
@@ -57,7 +60,12 @@ DEFAULT_PASSWORD = "gw-test-password"  # a throw-away instance on loopback, not 
 LOG_NAME = "qbt.log"
 PID_NAME = "qbt.pid"
 
+#: free_port() hands out ports from here up to the start of the kernel's ephemeral range (32768).
+PORT_FLOOR = 16384
+
 _help_cache: dict[str, str] = {}
+_random = random.SystemRandom()
+_recent_ports: collections.deque[int] = collections.deque(maxlen=512)
 # Processes not stopped yet; killed at interpreter exit if a test run is interrupted before teardown.
 _live_processes: set[subprocess.Popen[bytes]] = set()
 
@@ -98,12 +106,46 @@ def require_binary(binary: str) -> str:
     return path
 
 
+def _port_pool() -> range:
+    """The ports :func:`free_port` draws from: from PORT_FLOOR up to the kernel's ephemeral range,
+    shared out among the pytest-xdist workers of a run (empty when there is no room below it)."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    index = int(worker) % count if worker.isdigit() else 0
+    size = max(0, ephemeral - PORT_FLOOR) // count
+    if size < 100:
+        return range(0)
+    return range(PORT_FLOOR + index * size, PORT_FLOOR + (index + 1) * size)
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (bind to port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port free on 127.0.0.1 right now, for a server to bind later or to stay closed.
+
+    Not from the kernel's ephemeral range: there a socket bound to port 0 (a test server, any
+    client connection, in this or another process) could take the port before its user binds it.
+    Each pytest-xdist worker draws from its own part of the rest, and never hands out a port again
+    soon after.
+    """
+    pool = _port_pool()
+    for _ in range(200 if pool else 0):
+        port = _random.choice(pool)
+        if port in _recent_ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _recent_ports.append(port)
         return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no room: the kernel's choice
+        sock.bind(("127.0.0.1", 0))
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def new_base_dir(prefix: str = "qbt-test-") -> Path:
@@ -119,6 +161,12 @@ def password_pbkdf2(password: str, salt: bytes | None = None) -> str:
     salt = os.urandom(16) if salt is None else salt
     key = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 100_000, dklen=64)
     return f"@ByteArray({base64.b64encode(salt).decode()}:{base64.b64encode(key).decode()})"
+
+
+@functools.cache
+def _password_hash_for(password: str) -> str:
+    """One salted hash per password and test process: 100000 rounds cost ~0.1 s of CPU per start."""
+    return password_pbkdf2(password)
 
 
 async def supports_confirm_legal_notice(binary: str) -> bool:
@@ -410,7 +458,7 @@ class QbtInstance:
         validation at their production defaults. The same keys work on 4.5 and 5.1.
         """
         if not self._password_hash:
-            self._password_hash = password_pbkdf2(self.password)
+            self._password_hash = _password_hash_for(self.password)
         settings: dict[str, dict[str, str]] = {
             "LegalNotice": {"Accepted": "true"},
             "BitTorrent": {

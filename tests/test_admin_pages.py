@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from playwright.async_api import (
     Browser,
     BrowserContext,
@@ -33,17 +31,9 @@ from playwright.async_api import (
 from yarl import URL
 
 from gateway.pages import CONTENT_SECURITY_POLICY
-from tests.apibay_standin import ApibayState, create_apibay_standin
-from tests.conftest import (
-    GatewayFactory,
-    RunningGateway,
-    ServerFactory,
-    qbittorrent_settings,
-    server_url,
-    wait_until,
-)
+from tests.conftest import RunningGateway, StackFactory, server_url, wait_until
 from tests.jellyfin_standin import StandinState
-from tests.qbittorrent_nox import QbtInstance, binaries, new_base_dir, require_binary, start_qbittorrent
+from tests.qbittorrent_nox import QbtInstance, binaries, require_binary
 
 CHROMIUM = "/usr/bin/chromium"
 XSS_NAME = "<img src=x onerror=alert(1)>"
@@ -107,16 +97,11 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def qbt() -> AsyncIterator[QbtInstance]:
+def qbt_binary() -> tuple[str, str]:
+    """The pages run against qBittorrent 4.5 only (the API tests cover both versions)."""
     binary = binaries()["4.5"]
     require_binary(binary)
-    base_dir = new_base_dir()
-    instance = await start_qbittorrent(binary, base_dir)
-    try:
-        yield instance
-    finally:
-        await instance.stop()
-        shutil.rmtree(base_dir, ignore_errors=True)
+    return "4.5", binary
 
 
 @pytest.fixture
@@ -126,23 +111,9 @@ def gateway_settings() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def site(
-    qbt: QbtInstance,
-    jellyfin: TestServer,
-    standin_state: StandinState,
-    aiohttp_server: ServerFactory,
-    gateway_factory: GatewayFactory,
-    gateway_settings: dict[str, Any],
-) -> Site:
-    apibay = await aiohttp_server(create_apibay_standin(ApibayState()))
-    gateway = await gateway_factory(
-        server_url(jellyfin),
-        apibay_url=server_url(apibay),
-        watch_interval=0.2,
-        **qbittorrent_settings(qbt),
-        **gateway_settings,
-    )
-    return Site(gateway, qbt, standin_state, server_url(jellyfin))
+async def site(stack_factory: StackFactory, gateway_settings: dict[str, Any]) -> Site:
+    stack = await stack_factory(watch_interval=0.2, **gateway_settings)
+    return Site(stack.gateway, stack.qbt, stack.jellyfin, stack.jellyfin_url)
 
 
 @pytest.fixture

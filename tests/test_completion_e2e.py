@@ -10,26 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from gateway.keys import WATCHER
-from tests.conftest import (
-    GatewayFactory,
-    QbtFactory,
-    ServerFactory,
-    qbittorrent_settings,
-    server_url,
-    wait_until,
-)
-from tests.jellyfin_standin import StandinState, create_standin
-from tests.qbittorrent_nox import QbtInstance
+from gateway.watcher import NOTIFIED_TAG, tags_of
+from tests.conftest import ServerFactory, Stack, StackFactory, server_url, wait_until
+from tests.jellyfin_standin import create_standin
 from tests.torrent_files import add_peer, seed, wait_complete, write_payload
 
 pytestmark = pytest.mark.slow
@@ -39,39 +30,27 @@ pytestmark = pytest.mark.slow
 NOTIFY_WITHIN = 15.0
 
 
-@dataclass
-class World:
-    seeder: QbtInstance
-    leecher: QbtInstance
-    jellyfin: TestServer
-    standin: StandinState
-    admin: dict[str, str]
-    settings: dict[str, Any]
-
-
 @pytest.fixture
-async def world(qbt_factory: QbtFactory, jellyfin: TestServer, standin_state: StandinState) -> World:
-    seeder, leecher = await asyncio.gather(qbt_factory(), qbt_factory())
-    token = standin_state.issue_token(standin_state.user_by_name("admin"))
-    settings = {**qbittorrent_settings(leecher), "jellyfin_api_key": standin_state.api_key_for("gateway")}
-    admin = {"Authorization": f'MediaBrowser Token="{token}"'}
-    return World(seeder, leecher, jellyfin, standin_state, admin, settings)
+async def world(stack_factory: StackFactory) -> Stack:
+    """Seeder and leecher (``world.qbt``, the gateway's), a gateway API key, no apibay; each test
+    starts its gateway(s) itself."""
+    return await stack_factory(seeder=True, api_key=True, apibay=False, gateway=False)
 
 
-async def _start_download(http: aiohttp.ClientSession, world: World, gateway: URL, name: str) -> str:
+async def _start_download(http: aiohttp.ClientSession, world: Stack, gateway: URL, name: str) -> str:
     payload = write_payload(world.seeder.downloads / "seed", name, 256 * 1024)
     info_hash = await seed(world.seeder, payload)
     body = {"Info_hash": info_hash.upper(), "Name": name, "Library": "Movies"}
-    async with http.post(gateway / "torrent" / "download", headers=world.admin, json=body) as resp:
+    async with http.post(gateway / "torrent" / "download", headers=world.headers, json=body) as resp:
         answer = await resp.json()
         assert resp.status == 200, answer
-    assert answer["SavePath"] == str(world.leecher.downloads.parent / "library" / "movies")
-    await add_peer(world.leecher, info_hash, world.seeder.torrent_port)
+    assert answer["SavePath"] == str(world.qbt.downloads.parent / "library" / "movies")
+    await add_peer(world.qbt, info_hash, world.seeder.torrent_port)
     return info_hash
 
 
-def _updates(world: World) -> list[str]:
-    return [update.path for update in world.standin.media_updates]
+def _updates(world: Stack) -> list[str]:
+    return [update.path for update in world.jellyfin.media_updates]
 
 
 async def _read_events(response: aiohttp.ClientResponse, events: list[dict[str, Any]]) -> None:
@@ -93,27 +72,29 @@ def _progress(events: list[dict[str, Any]], info_hash: str) -> float:
 
 
 async def test_a_finished_download_reaches_jellyfin_exactly_once(
-    http: aiohttp.ClientSession, world: World, gateway_factory: GatewayFactory
+    http: aiohttp.ClientSession, world: Stack
 ) -> None:
-    gateway = await gateway_factory(server_url(world.jellyfin), **world.settings)
+    gateway = await world.start_gateway()
     # Two browsers watching live progress, fed by the one poller.
-    streams = [await http.get(server_url(gateway, "/torrent/events"), headers=world.admin) for _ in range(2)]
+    streams = [
+        await http.get(server_url(gateway, "/torrent/events"), headers=world.headers) for _ in range(2)
+    ]
     seen: list[list[dict[str, Any]]] = [[], []]
     readers = [asyncio.create_task(_read_events(s, e)) for s, e in zip(streams, seen, strict=True)]
     try:
         info_hash = await _start_download(http, world, server_url(gateway), "Big Buck Bunny (2008)")
         started = time.monotonic()  # the magnet is in qBittorrent and knows its peer
         told = asyncio.create_task(wait_until(lambda: len(_updates(world)) == 1, 60))
-        await wait_complete(world.leecher, info_hash, timeout=60)
+        await wait_complete(world.qbt, info_hash, timeout=60)
         completed = time.monotonic()
         assert await told, json.dumps(gateway.app[WATCHER].status())
         done = time.monotonic()
         print(
-            f"[{world.leecher.version}] magnet to Jellyfin told: {done - started:.2f} s; "
+            f"[{world.qbt.version}] magnet to Jellyfin told: {done - started:.2f} s; "
             f"after qBittorrent's API showed it complete: {max(0.0, done - completed):.2f} s"
         )
         assert _updates(world) == ["/media/movies/Big Buck Bunny (2008)"]
-        assert world.standin.library_refreshes == 0
+        assert world.jellyfin.library_refreshes == 0
         for events in seen:
             assert await wait_until(lambda events=events: _progress(events, info_hash) >= 1.0, 10)  # type: ignore[misc]
     finally:
@@ -122,19 +103,23 @@ async def test_a_finished_download_reaches_jellyfin_exactly_once(
         for stream in streams:
             stream.close()
     # The tag follows the announcement (a few ms later): it is what makes the announcement happen once.
-    for _ in range(50):
-        torrent = (await world.leecher.torrents(hashes=info_hash))[0]
-        if "jellyfin-gateway-notified" in torrent["tags"]:
-            break
-        await asyncio.sleep(0.1)
-    assert "jellyfin-gateway-notified" in torrent["tags"]
+    torrent: dict[str, Any] = {}
+
+    async def tagged() -> bool:
+        nonlocal torrent
+        torrent = (await world.qbt.torrents(hashes=info_hash))[0]
+        return "jellyfin-gateway-notified" in torrent["tags"]
+
+    assert await wait_until(tagged, 5, interval=0.1), torrent
     downloaded = Path(torrent["content_path"])
     assert downloaded.read_bytes() == (world.seeder.downloads / "seed" / "Big Buck Bunny (2008)").read_bytes()
 
-    # The announcement is recorded in qBittorrent: a restarted gateway does not repeat it.
-    await asyncio.sleep(2.5)
+    # The announcement is recorded in qBittorrent: a restarted gateway does not repeat it. The first
+    # gateway has seen the tag in its own poll too: it is done with this torrent.
+    first = gateway.app[WATCHER]
+    assert await wait_until(lambda: NOTIFIED_TAG in tags_of(first.torrents.get(info_hash, {})), 10)
     await gateway.stop()
-    again = await gateway_factory(server_url(world.jellyfin), **world.settings)
+    again = await world.start_gateway()
     watcher = again.app[WATCHER]
     assert await wait_until(lambda: watcher.polls >= 3, 10)
     assert _updates(world) == ["/media/movies/Big Buck Bunny (2008)"]
@@ -142,34 +127,34 @@ async def test_a_finished_download_reaches_jellyfin_exactly_once(
 
 async def test_jellyfin_down_at_completion_is_told_when_it_comes_back(
     http: aiohttp.ClientSession,
-    world: World,
-    gateway_factory: GatewayFactory,
+    world: Stack,
     aiohttp_server: ServerFactory,
 ) -> None:
-    gateway = await gateway_factory(server_url(world.jellyfin), **world.settings)
+    gateway = await world.start_gateway()
     info_hash = await _start_download(http, world, server_url(gateway), "Sintel (2010)")
-    port = world.jellyfin.port
-    await world.jellyfin.close()  # Jellyfin goes down before the download finishes
-    await wait_complete(world.leecher, info_hash, timeout=60)
+    port = world.jellyfin_server.port
+    await world.jellyfin_server.close()  # Jellyfin goes down before the download finishes
+    await wait_complete(world.qbt, info_hash, timeout=60)
     watcher = gateway.app[WATCHER]
     assert await wait_until(lambda: watcher.last_error is not None, 10)
     assert watcher.pending() == [info_hash]
     await asyncio.sleep(2)
-    back = await aiohttp_server(create_standin(state=world.standin), port=port)
+    back = await aiohttp_server(create_standin(state=world.jellyfin), port=port)
     assert back.port == port
     assert await wait_until(lambda: len(_updates(world)) == 1, 90), watcher.status()
     assert _updates(world) == ["/media/movies/Sintel (2010)"]
-    await asyncio.sleep(2)
+    polls = watcher.polls  # two more polls see it done, and tell Jellyfin nothing more
+    assert await wait_until(lambda: watcher.polls >= polls + 2, 10)
     assert len(_updates(world)) == 1
 
 
 async def test_several_gateway_processes_tell_jellyfin_once(
-    http: aiohttp.ClientSession, world: World, gateway_process: Any
+    http: aiohttp.ClientSession, world: Stack, gateway_process: Any
 ) -> None:
     settings = world.settings
     gw = await gateway_process(
         {
-            "JELLYFIN_URL": str(server_url(world.jellyfin)),
+            "JELLYFIN_URL": str(world.jellyfin_url),
             "GATEWAY_WORKERS": "2",
             "QBITTORRENT_URL": str(settings["qbittorrent_url"]),
             "QBITTORRENT_USERNAME": settings["qbittorrent_username"],
@@ -181,7 +166,7 @@ async def test_several_gateway_processes_tell_jellyfin_once(
         }
     )
     info_hash = await _start_download(http, world, gw.url, "Tears of Steel (2012)")
-    await wait_complete(world.leecher, info_hash, timeout=60)
+    await wait_complete(world.qbt, info_hash, timeout=60)
     assert await wait_until(lambda: len(_updates(world)) == 1, NOTIFY_WITHIN)
     await asyncio.sleep(3)
     assert _updates(world) == ["/media/movies/Tears of Steel (2012)"]

@@ -5,13 +5,12 @@ Missing binaries make these tests fail (not skip): CI must not go green without 
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Any
 
 import aiohttp
 
-from tests.conftest import QbtFactory
+from tests.conftest import QbtFactory, wait_until
 from tests.qbittorrent_nox import QbtInstance
 
 # A torrent that was never paused/stopped reports one of these; both spellings (≤ 4.6 / ≥ 5.0).
@@ -25,13 +24,16 @@ async def wait_for_stopped(qbt: QbtInstance, info_hash: str, timeout: float = 5.
     torrents are loaded after the WebUI answers), and ``state`` is refreshed every 1.5 s.
     """
     seen: list[dict[str, Any]] = []
-    for _ in range(int(timeout / 0.1)):
-        seen = await qbt.torrents(hashes=info_hash)
-        if seen and seen[0]["state"] in STOPPED_STATES:
-            assert [t["hash"] for t in seen] == [info_hash]
-            return seen[0]
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{info_hash} not stopped after {timeout} s: {seen}")
+
+    async def stopped() -> bool:
+        seen[:] = await qbt.torrents(hashes=info_hash)
+        return bool(seen) and seen[0]["state"] in STOPPED_STATES
+
+    assert await wait_until(stopped, timeout, interval=0.1), (
+        f"{info_hash} not stopped after {timeout} s: {seen}"
+    )
+    assert [t["hash"] for t in seen] == [info_hash]
+    return seen[0]
 
 
 async def test_starts_and_reports_versions(qbt_binary: tuple[str, str], qbt_factory: QbtFactory) -> None:

@@ -7,7 +7,6 @@ gateway's answer.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -15,63 +14,13 @@ import pytest
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from tests.apibay_standin import ApibayState, create_apibay_standin
-from tests.conftest import (
-    GatewayFactory,
-    QbtFactory,
-    RunningGateway,
-    ServerFactory,
-    free_port,
-    qbittorrent_settings,
-    server_url,
-)
-from tests.jellyfin_standin import Library, StandinState
+from tests.conftest import GatewayFactory, Stack, StackFactory, free_port, server_url, wait_until
+from tests.jellyfin_standin import Library
 from tests.qbittorrent_nox import QbtInstance
 
 HASH = "0123456789abcdef0123456789abcdef01234567"
 HASH2 = "89abcdef0123456789abcdef0123456789abcdef"
 STOPPED = {"pausedDL", "pausedUP", "stoppedDL", "stoppedUP"}
-
-
-@dataclass
-class Stack:
-    gateway: RunningGateway
-    qbt: QbtInstance
-    jellyfin: StandinState
-    apibay: ApibayState
-    headers: dict[str, str]
-
-    def url(self, path: str) -> Any:
-        return server_url(self.gateway, path)
-
-
-@pytest.fixture
-async def apibay_state() -> ApibayState:
-    return ApibayState()
-
-
-@pytest.fixture
-async def apibay(aiohttp_server: ServerFactory, apibay_state: ApibayState) -> TestServer:
-    return await aiohttp_server(create_apibay_standin(apibay_state))
-
-
-@pytest.fixture
-async def stack(
-    qbt_factory: QbtFactory,
-    jellyfin: TestServer,
-    standin_state: StandinState,
-    apibay: TestServer,
-    apibay_state: ApibayState,
-    gateway_factory: GatewayFactory,
-) -> Stack:
-    qbt = await qbt_factory()
-    gateway = await gateway_factory(
-        server_url(jellyfin), apibay_url=server_url(apibay), **qbittorrent_settings(qbt)
-    )
-    token = standin_state.issue_token(standin_state.user_by_name("admin"))
-    return Stack(
-        gateway, qbt, standin_state, apibay_state, {"Authorization": f'MediaBrowser Token="{token}"'}
-    )
 
 
 async def _json(
@@ -84,23 +33,27 @@ async def _json(
 
 async def _listed(qbt: QbtInstance, torrent_hash: str, timeout: float = 5.0) -> dict[str, Any]:
     """qBittorrent answers ``Ok.`` a few ms before the torrent is listed: poll."""
-    for _ in range(int(timeout / 0.05)):
-        found = await qbt.torrents(hashes=torrent_hash)
-        if found:
-            return found[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{torrent_hash} never appeared in qBittorrent")
+    found: list[dict[str, Any]] = []
+
+    async def listed() -> bool:
+        found[:] = await qbt.torrents(hashes=torrent_hash)
+        return bool(found)
+
+    assert await wait_until(listed, timeout, interval=0.05), f"{torrent_hash} never appeared in qBittorrent"
+    return found[0]
 
 
 async def _state_becomes(qbt: QbtInstance, torrent_hash: str, wanted: set[str], negate: bool = False) -> str:
     """``state`` refreshes every 1.5 s in qBittorrent."""
     state = ""
-    for _ in range(100):
+
+    async def reached() -> bool:
+        nonlocal state
         state = str((await _listed(qbt, torrent_hash))["state"])
-        if (state in wanted) != negate:
-            return state
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"state stayed {state}")
+        return (state in wanted) != negate
+
+    assert await wait_until(reached, 10, interval=0.1), f"state stayed {state}"
+    return state
 
 
 # --- libraries ----------------------------------------------------------------------------------
@@ -278,6 +231,10 @@ async def test_a_body_that_is_not_json_is_a_400(http: aiohttp.ClientSession, sta
 # --- progress, pause, resume, delete -------------------------------------------------------------
 
 
+async def _empty(qbt: QbtInstance) -> bool:
+    return not await qbt.torrents()
+
+
 async def _add(http: aiohttp.ClientSession, stack: Stack, torrent_hash: str, name: str) -> None:
     status, _ = await _json(
         http, stack, "POST", "/torrent/download", json={"Info_hash": torrent_hash, "Name": name}
@@ -320,10 +277,7 @@ async def test_pause_resume_and_delete_act_on_that_torrent_only(
         200,
         {"success": True, "message": "Torrent deleted successfully"},
     )
-    for _ in range(50):
-        if not await stack.qbt.torrents():
-            break
-        await asyncio.sleep(0.05)
+    assert await wait_until(lambda: _empty(stack.qbt), interval=0.05)
     assert await stack.qbt.torrents() == []
 
 
@@ -386,25 +340,14 @@ async def test_qbittorrent_down_is_a_500_with_the_reason(http: aiohttp.ClientSes
 
 
 async def test_a_wrong_password_is_a_clear_500_and_never_gets_the_gateway_banned(
-    http: aiohttp.ClientSession,
-    qbt_factory: QbtFactory,
-    jellyfin: TestServer,
-    standin_state: StandinState,
-    gateway_factory: GatewayFactory,
+    http: aiohttp.ClientSession, stack_factory: StackFactory
 ) -> None:
-    qbt = await qbt_factory(max_auth_fail=5)
-    gateway = await gateway_factory(
-        server_url(jellyfin),
-        qbittorrent_url=URL(qbt.url),
-        qbittorrent_username=qbt.username,
-        qbittorrent_password="not-the-password",
+    stack = await stack_factory(
+        apibay=False, qbt_options={"max_auth_fail": 5}, qbittorrent_password="not-the-password"
     )
-    token = standin_state.issue_token(standin_state.user_by_name("admin"))
+    qbt = stack.qbt
     for _ in range(10):
-        async with http.get(
-            server_url(gateway, "/torrent/progress"),
-            headers={"Authorization": f'MediaBrowser Token="{token}"'},
-        ) as resp:
+        async with http.get(stack.url("/torrent/progress"), headers=stack.headers) as resp:
             assert resp.status == 500
             body = await resp.json()
             assert "rejected the configured" in body["error"]

@@ -24,10 +24,9 @@ from tests.conftest import (
     FakeClock,
     GatewayFactory,
     MockedHTTP,
-    QbtFactory,
     RunningGateway,
     ServerFactory,
-    qbittorrent_settings,
+    StackFactory,
     server_url,
     wait_until,
 )
@@ -301,16 +300,11 @@ Live = tuple[RunningGateway, QbtInstance, dict[str, str]]
 
 
 @pytest.fixture
-async def live(
-    qbt_factory: QbtFactory,
-    jellyfin: TestServer,
-    standin_state: StandinState,
-    gateway_factory: GatewayFactory,
-) -> Live:
-    qbt = await qbt_factory()
-    gateway = await gateway_factory(server_url(jellyfin), watch_interval=0.1, **qbittorrent_settings(qbt))
-    token = standin_state.issue_token(standin_state.user_by_name("admin"))
-    return gateway, qbt, {"Authorization": f'MediaBrowser Token="{token}"'}
+async def live(stack_factory: StackFactory) -> Live:
+    """Polling every 0.1 s; no apibay (its health is an unreachable port). A listener who went away
+    is noticed at the next keep-alive comment: 0.2 s in a stack, not the 15 s of production."""
+    stack = await stack_factory(apibay=False, watch_interval=0.1)
+    return stack.gateway, stack.qbt, stack.headers
 
 
 def _hashes(kind: str, data: Any) -> set[str]:

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import socket
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -53,7 +54,46 @@ def ws_frame(opcode: int, payload: bytes, *, fin: bool, masked: bool) -> bytes:
     return header + (b"\0\0\0\0" if masked else b"") + payload
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+class RawConnection:
+    """A socket written by one task and read by another, each on its own.
+
+    Not a StreamReader/StreamWriter pair: when the peer closes with our flood unread, its kernel
+    answers with a reset, the next write fails, and asyncio's transport then drops whatever the peer
+    sent before, its close frame too (more often the busier the machine). The kernel keeps those
+    bytes for ``recv``; here a failed write leaves them to the reader.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._buffer = bytearray()
+
+    async def _fill(self) -> None:
+        data = await asyncio.get_running_loop().sock_recv(self.sock, 65536)
+        if not data:
+            raise asyncio.IncompleteReadError(bytes(self._buffer), None)
+        self._buffer += data
+
+    async def readexactly(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            await self._fill()
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    async def readuntil(self, separator: bytes) -> bytes:
+        while (end := self._buffer.find(separator)) < 0:
+            await self._fill()
+        return await self.readexactly(end + len(separator))
+
+    async def send(self, data: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def read_frame(reader: RawConnection) -> tuple[int, bytes]:
     """(opcode, unmasked payload) of the next frame."""
     first, second = await reader.readexactly(2)
     size = second & 0x7F
@@ -66,7 +106,7 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return first & 0x0F, payload
 
 
-async def read_close_code(reader: asyncio.StreamReader) -> int | None:
+async def read_close_code(reader: RawConnection) -> int | None:
     """Skip data frames until a close frame; its code, or None if the connection ends first."""
     try:
         while True:
@@ -86,24 +126,21 @@ class Flood:
     peak_growth_kib: int
 
 
-async def flood(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, masked: bool, timeout: float = 10.0
-) -> Flood:
+async def flood(connection: RawConnection, *, masked: bool, timeout: float = 10.0) -> Flood:
     """Write FIN=0 fragments until the peer closes or FLOOD_BYTES are out; track this process's RSS.
 
     The gateway runs in this process, so the RSS of the test process bounds the gateway's.
     """
     baseline = rss_kib(os.getpid())
     peak = baseline
-    closed = asyncio.create_task(read_close_code(reader))
+    closed = asyncio.create_task(read_close_code(connection))
     first = ws_frame(0x2, b"x" * FRAGMENT, fin=False, masked=masked)
     more = ws_frame(0x0, b"x" * FRAGMENT, fin=False, masked=masked)
     sent = 0
     try:
         while sent < FLOOD_BYTES and not closed.done():
-            writer.write(more if sent else first)
+            await connection.send(more if sent else first)
             sent += FRAGMENT
-            await writer.drain()
             if sent % (4 * MiB) == 0:
                 peak = max(peak, rss_kib(os.getpid()))
     except ConnectionError:
@@ -113,23 +150,24 @@ async def flood(
     except TimeoutError:
         code = None
     peak = max(peak, rss_kib(os.getpid()))
-    writer.close()
+    connection.close()
     return Flood(code, sent, peak - baseline)
 
 
-async def raw_ws_connect(
-    gateway: RunningGateway, path: str = "/ws"
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def raw_ws_connect(gateway: RunningGateway, path: str = "/ws") -> RawConnection:
     """A client handshake by hand, so that frames can be written without FIN."""
-    reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
+    sock = socket.socket()
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (gateway.host, gateway.port))
+    connection = RawConnection(sock)
     key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
+    await connection.send(
         f"GET {path} HTTP/1.1\r\nHost: {gateway.host}:{gateway.port}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    head = await asyncio.wait_for(connection.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 101"), head
-    return reader, writer
+    return connection
 
 
 # --- upstreams that accept anything ----------------------------------------------------------
@@ -208,8 +246,8 @@ async def flooding_upstream() -> AsyncIterator[RawUpstream]:
     loop = asyncio.get_running_loop()
     result: asyncio.Future[Flood] = loop.create_future()
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    async def serve(connection: RawConnection) -> None:
+        head = (await connection.readuntil(b"\r\n\r\n")).decode("latin-1")
         key = next(
             line.split(":", 1)[1].strip()
             for line in head.split("\r\n")
@@ -218,21 +256,38 @@ async def flooding_upstream() -> AsyncIterator[RawUpstream]:
         accept = base64.b64encode(
             hashlib.sha1(key.encode() + _WS_GUID, usedforsecurity=False).digest()
         ).decode()
-        writer.write(
+        await connection.send(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
         )
-        outcome = await flood(reader, writer, masked=False)
+        outcome = await flood(connection, masked=False)
         if not result.done():
             result.set_result(outcome)
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield RawUpstream(URL(f"http://127.0.0.1:{port}"), result)
-    finally:
-        server.close()
-        await server.wait_closed()
+    async def serve_then_close(connection: RawConnection) -> None:
+        try:
+            await serve(connection)
+        finally:
+            connection.close()
+
+    async def accept_all(listener: socket.socket) -> None:
+        while True:
+            sock, _ = await loop.sock_accept(listener)
+            serving.add(task := asyncio.create_task(serve_then_close(RawConnection(sock))))
+            task.add_done_callback(serving.discard)
+
+    serving: set[asyncio.Task[None]] = set()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        accepting = asyncio.create_task(accept_all(listener))
+        try:
+            yield RawUpstream(URL(f"http://127.0.0.1:{listener.getsockname()[1]}"), result)
+        finally:
+            for task in (accepting, *serving):
+                task.cancel()
+            await asyncio.gather(accepting, *serving, return_exceptions=True)
 
 
 # --- tests ----------------------------------------------------------------------------------------
@@ -296,8 +351,8 @@ async def test_a_1_mib_message_still_goes_both_ways(
 async def test_a_never_ending_fragmented_client_message_closes_with_1009_and_memory_stays_flat(
     limited_gateway: RunningGateway, upstream_state: UpstreamState
 ) -> None:
-    reader, writer = await raw_ws_connect(limited_gateway)
-    outcome = await flood(reader, writer, masked=True)
+    connection = await raw_ws_connect(limited_gateway)
+    outcome = await flood(connection, masked=True)
     assert outcome.close_code == TOO_BIG
     assert outcome.sent < FLOOD_BYTES
     assert outcome.peak_growth_kib < ALLOWED_GROWTH_KIB
