@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import aiohttp.test_utils
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -43,6 +44,23 @@ ServerFactory = Callable[..., Awaitable[TestServer]]
 GatewayFactory = Callable[..., Awaitable["RunningGateway"]]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Listen backlog of every stand-in (aiohttp_server); the gateway's own is 1024 (gateway/server.py).
+STANDIN_BACKLOG = 4096
+
+
+class _StandinSite(web.SockSite):
+    def __init__(self, *args: Any, backlog: int = STANDIN_BACKLOG, **kwargs: Any) -> None:
+        super().__init__(*args, backlog=backlog, **kwargs)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _standin_backlog() -> Iterator[None]:
+    """Stand-ins accept bursts of connections as a real upstream does, not with aiohttp's test
+    backlog of 128: beyond it the kernel drops connections and retries them 1, 3, 7, 15 s later,
+    which a loaded machine turns into timeouts (2048 pooled connections, say)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(aiohttp.test_utils, "SockSite", _StandinSite)
+        yield
 
 
 def server_url(server: TestServer | RunningGateway, path: str = "") -> URL:
