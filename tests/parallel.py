@@ -42,6 +42,9 @@ EXCLUSIVE_BY_NAME = frozenset(
         # 2 x 2056 connections through the one event loop of the test process, then an answer
         # within 8 s: other tests' load only eats into that margin.
         "test_an_admin_check_answers_quickly_while_every_proxied_connection_is_busy",
+        # Two gateway processes start, one is killed, the survivor must shut down gracefully within
+        # 15 s: beside three busy workers on 2 cores it missed that in 2 of 4 runs.
+        "test_a_dying_worker_stops_the_whole_set_with_an_error",
     }
 )
 
