@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -12,7 +14,8 @@ from .apibay import ApibayClient
 from .auth import ElevationCache
 from .headguard import track_requests
 from .jellyfin import JellyfinClient
-from .keys import APIBAY, ELEVATION, JELLYFIN, PROXY, QBITTORRENT, SETTINGS, WATCHER
+from .keys import APIBAY, ELEVATION, JELLYFIN, ORGANIZER, PROXY, QBITTORRENT, SETTINGS, WATCHER
+from .organizer import Organizer
 from .proxy import STREAM_CHUNK, Proxy, ProxyConfig
 from .qbittorrent import QbittorrentClient
 from .routing import mount_case_insensitive
@@ -131,19 +134,31 @@ def create_app(settings: Settings) -> web.Application:
                 timeout=settings.qbittorrent_timeout,
             )
             app[APIBAY] = ApibayClient(apibay_session, settings.apibay_url, timeout=settings.apibay_timeout)
+            app[ORGANIZER] = organizer = Organizer(app[QBITTORRENT])
+            first_worker = settings.worker_index == 0
             watcher = TorrentWatcher(
                 app[QBITTORRENT],
                 jellyfin,
                 api_key=settings.jellyfin_api_key,
                 path_map=settings.path_map,
                 interval=settings.watch_interval,
-                notify=settings.worker_index == 0,
+                notify=first_worker,
+                organizer=organizer,
+                landing_timeout=settings.landing_timeout,
+                web_base=settings.base_path,
             )
             app[WATCHER] = watcher
             watcher.start()
+            # Downloads still waiting to be organized (the gateway stopped before their metadata came).
+            resuming = asyncio.create_task(organizer.resume_pending()) if first_worker else None
             try:
                 yield
             finally:
+                if resuming is not None:
+                    resuming.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await resuming
+                await organizer.stop()
                 await watcher.stop()
 
     app.cleanup_ctx.append(upstream_sessions)

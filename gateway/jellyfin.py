@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from yarl import URL
@@ -89,10 +89,12 @@ class Refusal(enum.Enum):
 
 
 class Library(NamedTuple):
-    """A library and its folders (``Locations``), as Jellyfin names them."""
+    """A library, its folders (``Locations``) as Jellyfin names them, and its ``CollectionType``
+    (``movies``, ``tvshows``, …; None for a mixed library)."""
 
     name: str
     locations: list[str]
+    collection_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,43 @@ class PublicInfo:
 
     version: str | None
     server_name: str | None
+    server_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    """A library item as ``/Items`` describes it (with ``Fields=Path,ProviderIds``)."""
+
+    id: str
+    name: str
+    type: str
+    production_year: int | None
+    path: str | None
+    provider_ids: dict[str, str]
+
+
+def _items(body: Any) -> list[Item]:
+    """Items with an id and a name; odd fields become None rather than failing the whole list."""
+    raw = body.get("Items") if isinstance(body, dict) else None
+    items = []
+    for entry in raw if isinstance(raw, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("Id"), str):
+            continue
+        year = entry.get("ProductionYear")
+        ids = entry.get("ProviderIds") if isinstance(entry.get("ProviderIds"), dict) else {}
+        items.append(
+            Item(
+                id=entry["Id"],
+                name=_text(entry.get("Name")) or "",
+                type=_text(entry.get("Type")) or "",
+                production_year=year if isinstance(year, int) and not isinstance(year, bool) else None,
+                path=_text(entry.get("Path")),
+                provider_ids={k: v for k, v in ids.items() if isinstance(v, str)}
+                if isinstance(ids, dict)
+                else {},
+            )
+        )
+    return items
 
 
 def _me(body: Any) -> Me:
@@ -121,7 +160,8 @@ def _libraries(body: list[Any]) -> list[Library]:
             continue
         locations = folder.get("Locations")
         paths = [p for p in locations if isinstance(p, str)] if isinstance(locations, list) else []
-        libraries.append(Library(folder["Name"], paths))
+        kind = folder.get("CollectionType")
+        libraries.append(Library(folder["Name"], paths, kind.lower() if isinstance(kind, str) else None))
     return libraries
 
 
@@ -204,6 +244,7 @@ class JellyfinClient:
         *,
         extra_headers: ExtraHeaders = None,
         payload: Any = None,
+        query: Mapping[str, str] | None = None,
     ) -> tuple[int, Any]:
         """One call: the status and, for a 200, the decoded JSON body (None when empty).
 
@@ -214,12 +255,15 @@ class JellyfinClient:
         if payload is not None:
             # Explicit: the shared proxy session adds no headers of its own (Jellyfin answers 415 without).
             headers["Content-Type"] = "application/json"
-        url = URL(self._base + path)
+        raw_queries = [urlencode(query, quote_via=quote)] if query else []
         if auth is not None:
             token_headers, raw_query = _presented(Credentials(auth) if isinstance(auth, str) else auth)
             headers.update(token_headers)
             if raw_query:
-                url = URL(f"{url}?{raw_query}", encoded=True)
+                raw_queries.append(raw_query)
+        url = URL(self._base + path)
+        if raw_queries:
+            url = URL(f"{url}?{'&'.join(raw_queries)}", encoded=True)
         async with (
             self._upstream.call(path),
             self._session.request(
@@ -270,7 +314,7 @@ class JellyfinClient:
             raise self._upstream.error(
                 Failure.BAD_REPLY, f"Jellyfin answered {path} with something that is not an object"
             )
-        return PublicInfo(_text(body.get("Version")), _text(body.get("ServerName")))
+        return PublicInfo(_text(body.get("Version")), _text(body.get("ServerName")), _text(body.get("Id")))
 
     async def me(self, credentials: Credentials, *, extra_headers: ExtraHeaders = None) -> Me | Refusal:
         """``GET /Users/Me``: the user, or Jellyfin's refusal (400 for an API key: it has no user)."""
@@ -314,3 +358,29 @@ class JellyfinClient:
                 Failure.BAD_REPLY, f"Jellyfin answered {path} with something that is not a list"
             )
         return _libraries(body)
+
+    async def items(
+        self,
+        auth: str | Credentials,
+        *,
+        search_term: str | None = None,
+        ids: list[str] | None = None,
+        types: tuple[str, ...] = ("Movie", "Series", "Episode"),
+        limit: int = 200,
+    ) -> list[Item]:
+        """``GET /Items`` across every library, with each item's Path and ProviderIds."""
+        query = {
+            "Recursive": "true",
+            "IncludeItemTypes": ",".join(types),
+            "Fields": "Path,ProviderIds,ProductionYear",
+            "Limit": str(limit),
+        }
+        if search_term:
+            query["searchTerm"] = search_term
+        if ids:
+            query["Ids"] = ",".join(ids)
+        path = "/Items"
+        status, body = await self._request("GET", path, auth, query=query)
+        if status != 200:
+            raise self._status_error(path, status)
+        return _items(body)

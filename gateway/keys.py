@@ -11,6 +11,7 @@ from aiohttp import web
 from .apibay import ApibayClient
 from .auth import ElevationCache
 from .jellyfin import JellyfinClient
+from .organizer import Organizer
 from .proxy import Proxy
 from .qbittorrent import QbittorrentClient
 from .settings import Settings
@@ -22,4 +23,5 @@ JELLYFIN = web.AppKey("jellyfin", JellyfinClient)
 QBITTORRENT = web.AppKey("qbittorrent", QbittorrentClient)
 APIBAY = web.AppKey("apibay", ApibayClient)
 WATCHER = web.AppKey("watcher", TorrentWatcher)
+ORGANIZER = web.AppKey("organizer", Organizer)
 PROXY = web.AppKey("proxy", Proxy)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .jellyfin import Library
 from .paths import PathError, clean_absolute, to_jellyfin, to_qbittorrent
 from .settings import PathMap
 
-#: (library name, its folders as Jellyfin names them)
-Libraries = Iterable[tuple[str, list[str]]]
+#: Libraries (or (name, folders) pairs) with their folders as Jellyfin names them
+Libraries = Iterable[Library | tuple[str, list[str]]]
 
 
 def qbittorrent_folder(folder: str, path_map: PathMap) -> str | None:
@@ -29,7 +30,8 @@ def jellyfin_path(path: str, path_map: PathMap) -> str | None:
 def library_folders(libraries: Libraries, path_map: PathMap) -> list[tuple[str, str]]:
     """(library name, folder as qBittorrent names it) for every folder qBittorrent can reach."""
     reachable = []
-    for name, folders in libraries:
+    for library in libraries:
+        name, folders = library[0], library[1]
         for folder in folders:
             try:
                 mapped = qbittorrent_folder(clean_absolute(folder), path_map)

@@ -99,8 +99,50 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                 "description": "Absolute; inside qBittorrent's download folder, a library folder "
                 "(as qBittorrent sees it, through PATH_MAP) or SAVE_ROOTS",
             },
+            "Imdb": {
+                "type": "string",
+                "pattern": "^tt[0-9]{7,10}$",
+                "description": "The IMDb id of the title: a movie folder is tagged [imdbid-tt…]",
+            },
+            "Organize": {
+                "type": "boolean",
+                "description": "With Library: name the folder and files as Jellyfin expects and skip "
+                "samples and clutter (default true unless SavePath is given; needs Name)",
+            },
         },
         "required": ["Info_hash"],
+    }
+    download_answer = _string_fields("Message", "Id", "SavePath", "ServerResponse")
+    download_answer["properties"]["Folder"] = {
+        "type": "string",
+        "nullable": True,
+        "description": "Only with Library: the folder as Jellyfin sees it",
+    }
+    landing_item = {
+        "type": "object",
+        "nullable": True,
+        "properties": {
+            "Id": {"type": "string"},
+            "Name": {"type": "string", "nullable": True},
+            "ProductionYear": {"type": "integer", "nullable": True},
+            "Type": {"type": "string", "nullable": True},
+            "ProviderIds": {"type": "object", "additionalProperties": {"type": "string"}},
+            "Url": {"type": "string", "description": "The item's page in Jellyfin web, via the gateway"},
+        },
+    }
+    landing = {
+        "type": "object",
+        "properties": {
+            "Hash": {"type": "string"},
+            "Name": {"type": "string"},
+            "Library": {"type": "string", "nullable": True},
+            "Folder": {"type": "string", "nullable": True, "description": "As Jellyfin sees it"},
+            "State": {
+                "type": "string",
+                "enum": ["downloading", "announced", "in_jellyfin", "not_in_jellyfin"],
+            },
+            "Item": landing_item,
+        },
     }
     return {
         "openapi": "3.0.3",
@@ -199,10 +241,7 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                         "content": {"application/json": {"schema": download_request}},
                     },
                     "responses": _responses(
-                        _json(
-                            _string_fields("Message", "Id", "SavePath", "ServerResponse"),
-                            "Added, or already there",
-                        ),
+                        _json(download_answer, "Added, or already there"),
                         ("400", "Info_hash missing or malformed, SavePath not allowed, body not JSON"),
                         ("500", "qBittorrent failed or refused the torrent"),
                     ),
@@ -217,11 +256,21 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                     ),
                 }
             },
+            "/landings": {
+                "get": {
+                    "summary": "Each gateway download and whether it is in Jellyfin yet",
+                    "responses": _responses(
+                        _json({"type": "array", "items": landing}, "Landings"),
+                        ("500", "qBittorrent failed"),
+                    ),
+                }
+            },
             "/events": {
                 "get": {
                     "summary": "Live torrent changes (Server-Sent Events)",
-                    "description": "'snapshot' {torrents: [...]}, then 'delta' "
-                    "{torrents: {hash: changed fields}, removed: [hash]}; the caller is checked again "
+                    "description": "'snapshot' {torrents: [...], landings: [...]}, then 'delta' "
+                    "{torrents: {hash: changed fields}, removed: [hash]} and 'landing' (one entry of "
+                    "/landings whose state changed); the caller is checked again "
                     "at least every ELEVATION_CACHE_TTL seconds, and an 'error' {error, status} event "
                     "ends the stream once the caller is no longer an administrator",
                     "responses": _responses(

@@ -247,18 +247,31 @@ class QbittorrentClient:
         _, text = await self._torrent_list({"filter": "all"})
         return text
 
-    async def torrents(self, hashes: list[str] | None = None) -> list[dict[str, Any]]:
+    async def torrents(
+        self, hashes: list[str] | None = None, *, tag: str | None = None
+    ) -> list[dict[str, Any]]:
         params = {"filter": "all"}
         if hashes:
             params["hashes"] = "|".join(_one_id(h) for h in hashes)
+        if tag is not None:
+            params["tag"] = tag
         data, _ = await self._torrent_list(params)
         return [t for t in data if isinstance(t, dict)]
 
-    async def add_magnet(self, magnet: str, *, save_path: str | None, tags: str | None = None) -> AddResult:
-        """Add one magnet, running. The caller has validated it: one line, one btih, nothing else."""
+    async def add_magnet(
+        self, magnet: str, *, save_path: str | None, tags: str | None = None, organize: bool = False
+    ) -> AddResult:
+        """Add one magnet, running. The caller has validated it: one line, one btih, nothing else.
+
+        ``organize``: without the release's root folder, and stopped as soon as the file list is
+        known (4.5+), so files can be renamed and skipped before a byte of them is written.
+        """
         if "\n" in magnet or "\r" in magnet or not magnet.startswith("magnet:?"):
             raise ValueError("exactly one magnet link, on one line")
         form = {"urls": magnet, "paused": "false", "stopped": "false"}
+        if organize:
+            form["contentLayout"] = "NoSubfolder"
+            form["stopCondition"] = "MetadataReceived"
         if save_path is not None:
             form["savepath"] = save_path
             form["autoTMM"] = "false"
@@ -310,3 +323,44 @@ class QbittorrentClient:
         await self._call(
             "POST", "torrents/addTags", data={"hashes": _one_id(torrent_hash), "tags": ",".join(tags)}
         )
+
+    async def remove_tags(self, torrent_hash: str, tags: list[str]) -> None:
+        if any("," in tag or not tag.strip() for tag in tags):
+            raise ValueError("tags must be non-empty and free of commas")
+        await self._call(
+            "POST", "torrents/removeTags", data={"hashes": _one_id(torrent_hash), "tags": ",".join(tags)}
+        )
+
+    async def files(self, torrent_hash: str) -> list[dict[str, Any]]:
+        """``torrents/files``: empty until the metadata is known (a magnet's first seconds)."""
+        data, _ = await self._json("torrents/files", {"hash": _one_id(torrent_hash)})
+        if not isinstance(data, list):
+            raise self._error(
+                Failure.BAD_REPLY, "qBittorrent answered torrents/files with something that is not a list"
+            )
+        return [f for f in data if isinstance(f, dict)]
+
+    async def set_file_priority(self, torrent_hash: str, indexes: list[int], priority: int) -> None:
+        """``torrents/filePrio``; priority 0 = never downloaded."""
+        if not indexes:
+            return
+        await self._call(
+            "POST",
+            "torrents/filePrio",
+            data={
+                "hash": _one_id(torrent_hash),
+                "id": "|".join(str(int(i)) for i in indexes),
+                "priority": str(int(priority)),
+            },
+        )
+
+    async def rename_file(self, torrent_hash: str, old_path: str, new_path: str) -> bool:
+        """``torrents/renameFile``: on disk too, and the torrent keeps seeding; ``new_path`` may hold
+        ``/`` (a subfolder of the save path). False when the name is taken (409)."""
+        status, _ = await self._call(
+            "POST",
+            "torrents/renameFile",
+            data={"hash": _one_id(torrent_hash), "oldPath": old_path, "newPath": new_path},
+            ok=(200, 409),
+        )
+        return status == 200

@@ -296,6 +296,12 @@ class Settings:
         _positive_seconds,
         "seconds between polls of qBittorrent for live progress and finished downloads",
     )
+    landing_timeout: float = _setting(
+        "LANDING_TIMEOUT",
+        "600",
+        _positive_seconds,
+        "seconds after telling Jellyfin about a download to wait for its item before giving up",
+    )
     header_timeout: float = _setting(
         "HEADER_TIMEOUT",
         "30",

@@ -8,6 +8,7 @@ every route but the public ones runs behind the admin check.
 from __future__ import annotations
 
 import logging
+import posixpath
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,26 +21,38 @@ from .events import events
 from .forwarding import forwarding_headers
 from .health import health
 from .jellyfin import Library
-from .keys import APIBAY, ELEVATION, JELLYFIN, QBITTORRENT, SETTINGS
-from .library import library_folders, qbittorrent_folder
+from .keys import APIBAY, ELEVATION, JELLYFIN, ORGANIZER, QBITTORRENT, SETTINGS, WATCHER
+from .library import jellyfin_path, library_folders, qbittorrent_folder
+from .naming import plan_folder
 from .openapi import openapi_document
 from .pages import add_pages
 from .paths import PathError, clean_absolute, is_within
 from .qbittorrent import QbittorrentClient
+from .releases import parse
 from .settings import Settings
+from .tags import (
+    FOLDER_TAG_PREFIX,
+    GATEWAY_TAG,
+    IMDB_TAG_PREFIX,
+    LANDED_TAG_PREFIX,
+    ORGANIZE_TAG,
+    library_tag,
+    tag_value,
+)
 from .upstream import Failure, UpstreamError
 from .validation import (
     BadRequest,
     body_fields,
+    imdb_id,
     info_hash_id,
     json_body,
     magnet_link,
+    optional_bool,
     optional_text,
     parse_bool,
     query_value,
     torrent_hash,
 )
-from .watcher import GATEWAY_TAG, library_tag
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +73,15 @@ async def _libraries(request: web.Request) -> list[Library]:
 
 async def libraries(request: web.Request) -> web.Response:
     """``GET /torrent/libraries``: ``[{Name, Paths}]``."""
-    return web.json_response([{"Name": name, "Paths": paths} for name, paths in await _libraries(request)])
+    return web.json_response(
+        [{"Name": lib.name, "Paths": lib.locations} for lib in await _libraries(request)]
+    )
 
 
 async def libraries_paths(request: web.Request) -> web.Response:
     """``GET /torrent/libraries/paths``: ``[{LibraryName, FolderPaths}]``."""
     return web.json_response(
-        [{"LibraryName": name, "FolderPaths": paths} for name, paths in await _libraries(request)]
+        [{"LibraryName": lib.name, "FolderPaths": lib.locations} for lib in await _libraries(request)]
     )
 
 
@@ -80,16 +95,16 @@ async def libraries_mapped(request: web.Request) -> web.Response:
     return web.json_response(
         [
             {
-                "Name": name,
+                "Name": lib.name,
                 "Folders": [
                     {
                         "Jellyfin": folder,
                         "QBittorrent": qbittorrent_folder(folder, path_map),
                     }
-                    for folder in folders
+                    for folder in lib.locations
                 ],
             }
-            for name, folders in await _libraries(request)
+            for lib in await _libraries(request)
         ]
     )
 
@@ -125,21 +140,29 @@ async def _allowed_save_roots(request: web.Request, qbittorrent: QbittorrentClie
     return roots + list(settings.save_roots)
 
 
-async def _library_save_path(request: web.Request, wanted: str) -> tuple[str, str]:
-    """(name, first folder as qBittorrent sees it) of a library named in any letter case."""
-    libraries = [
-        (name, folders)
-        for name, folders in await _libraries(request)
-        if name.casefold() == wanted.strip().casefold()
-    ]
+async def _library_save_path(request: web.Request, wanted: str) -> tuple[Library, str]:
+    """A library named in any letter case, and its first folder as qBittorrent sees it."""
+    libraries = [lib for lib in await _libraries(request) if lib.name.casefold() == wanted.strip().casefold()]
     if not libraries:
         raise BadRequest(f"Jellyfin has no library named {wanted!r}")
     reachable = library_folders(libraries, request.config_dict[SETTINGS].path_map)
     if not reachable:
         raise BadRequest(
-            f"Library {libraries[0][0]!r} has no folder that PATH_MAP translates for qBittorrent"
+            f"Library {libraries[0].name!r} has no folder that PATH_MAP translates for qBittorrent"
         )
-    return reachable[0]
+    return libraries[0], reachable[0][1]
+
+
+def _organized_folder(
+    library: Library, library_path: str, name: str, imdb: str | None
+) -> tuple[str, list[str]]:
+    """The Jellyfin-named folder for a release inside a library folder (qBittorrent's view), and
+    the tags that tell the organizer what to do with it."""
+    plan = plan_folder(parse(name), library.collection_type, imdb=imdb, fallback=name)
+    folder = posixpath.join(library_path, plan.folder)
+    if not is_within(folder, library_path) or folder == library_path:
+        raise BadRequest(f"{name!r} gives no folder inside library {library.name!r}")
+    return folder, [FOLDER_TAG_PREFIX + plan.kind.value, ORGANIZE_TAG]
 
 
 async def download(request: web.Request) -> web.Response:
@@ -156,7 +179,15 @@ async def download(request: web.Request) -> web.Response:
     settings = request.config_dict[SETTINGS]
 
     library = optional_text(fields, "Library")
-    tags = [GATEWAY_TAG]
+    imdb = imdb_id(optional_text(fields, "Imdb"))
+    organize = optional_bool(fields, "Organize")
+    if organize and library is None:
+        raise BadRequest("Organize needs a Library")
+    if organize and raw_save_path is not None:
+        raise BadRequest("Organize chooses the folder itself: send SavePath or Organize, not both")
+    if organize and name is None:
+        raise BadRequest("Name is required to organize a download (the folder is named after it)")
+    tags = [GATEWAY_TAG] + ([IMDB_TAG_PREFIX + imdb] if imdb else [])
     save_path: str | None = None
     if raw_save_path is not None:
         try:
@@ -170,33 +201,43 @@ async def download(request: web.Request) -> web.Response:
                 + ", ".join(roots)
             )
     if library is not None:
-        library_name, library_path = await _library_save_path(request, library)
-        save_path = save_path or library_path
-        tags.append(library_tag(library_name))
+        found, library_path = await _library_save_path(request, library)
+        tags.append(library_tag(found.name))
+        # By default a library download is organized, unless the caller chose the folder.
+        if name is not None and (organize or (organize is None and raw_save_path is None)):
+            save_path, organize_tags = _organized_folder(found, library_path, name, imdb)
+            tags += organize_tags
+        else:
+            save_path = save_path or library_path
+    organizing = ORGANIZE_TAG in tags
 
     existing = await qbittorrent.torrents([torrent_id])
     result = await qbittorrent.add_magnet(
-        magnet_link(given_hash, name, settings.trackers), save_path=save_path, tags=",".join(tags)
+        magnet_link(given_hash, name, settings.trackers),
+        save_path=save_path,
+        tags=",".join(tags),
+        organize=organizing,
     )
+
+    def answer(message: str, saved_in: str) -> web.Response:
+        body: dict[str, str | None] = {"Message": message, "Id": given_hash, "SavePath": saved_in}
+        if library is not None:  # the folder Jellyfin will scan; null when PATH_MAP does not cover it
+            body["Folder"] = jellyfin_path(saved_in, settings.path_map) if saved_in else None
+        return web.json_response({**body, "ServerResponse": result.server_response})
+
     if result.accepted:
-        return web.json_response(
-            {
-                "Message": f"Started downloading: {name or given_hash}",
-                "Id": given_hash,
-                "SavePath": save_path if save_path is not None else await qbittorrent.default_save_path(),
-                "ServerResponse": result.server_response,
-            }
+        if organizing:
+            request.config_dict[ORGANIZER].organize_soon(torrent_id)
+        return answer(
+            f"Started downloading: {name or given_hash}",
+            save_path if save_path is not None else await qbittorrent.default_save_path(),
         )
     if existing:
         # qBittorrent refuses a torrent it already has; say so instead of pretending it started.
         torrent = existing[0]
-        return web.json_response(
-            {
-                "Message": f"Already in qBittorrent: {torrent.get('name') or name or given_hash}",
-                "Id": given_hash,
-                "SavePath": torrent.get("save_path") or "",
-                "ServerResponse": result.server_response,
-            }
+        return answer(
+            f"Already in qBittorrent: {torrent.get('name') or name or given_hash}",
+            str(torrent.get("save_path") or ""),
         )
     raise UpstreamError(
         "qBittorrent",
@@ -258,6 +299,23 @@ async def delete(request: web.Request) -> web.Response:
     return await _on_one_torrent(request, act, message)
 
 
+async def landings(request: web.Request) -> web.Response:
+    """``GET /torrent/landings``: each gateway download, and whether Jellyfin shows it yet.
+
+    Read from qBittorrent's tags at each call (the state lives there); the items are described with
+    the gateway's API key, else the caller's token.
+    """
+    config = request.config_dict
+    torrents = await config[QBITTORRENT].torrents(tag=GATEWAY_TAG)
+    book = config[WATCHER].landings
+    ids = [i for t in torrents if (i := tag_value(t, LANDED_TAG_PREFIX))]
+    if ids:
+        await book.complete(ids, config[SETTINGS].jellyfin_api_key or request[CREDENTIALS])
+    return web.json_response(
+        [book.entry(str(t["hash"]).lower(), t) for t in torrents if isinstance(t.get("hash"), str)]
+    )
+
+
 def create_torrent_app(settings: Settings) -> web.Application:
     """The sub-app mounted at BASE/torrent; it reads shared resources through ``config_dict``."""
     prefix = settings.torrent_prefix.lower()
@@ -284,6 +342,7 @@ def create_torrent_app(settings: Settings) -> web.Application:
     app.router.add_post(f"{prefix}/pause", pause)
     app.router.add_post(f"{prefix}/resume", resume)
     app.router.add_post(f"{prefix}/delete", delete)
+    app.router.add_get(f"{prefix}/landings", landings)
     app.router.add_get(f"{prefix}/events", events)
     app.router.add_get(f"{prefix}/health", health)
     app.router.add_get(f"{prefix}/openapi.json", openapi)

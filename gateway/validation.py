@@ -127,6 +127,29 @@ def optional_text(fields: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
+def optional_bool(fields: Mapping[str, Any], name: str) -> bool | None:
+    value = fields.get(name.lower())
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false")
+    return value
+
+
+_IMDB_ID = re.compile(r"tt\d{7,10}", re.ASCII)
+
+
+def imdb_id(raw: str | None) -> str | None:
+    """An IMDb title id (``tt`` and 7 to 10 digits, as apibay's ``imdb`` field), or None for
+    nothing (an empty string is nothing: apibay sends one for unknown titles)."""
+    if raw is None or not raw.strip():
+        return None
+    value = raw.strip().lower()
+    if not _IMDB_ID.fullmatch(value):
+        raise BadRequest("Imdb must be an IMDb title id like tt0078748")
+    return value
+
+
 def info_hash_id(raw: str | None) -> str:
     """The lowercase 40-hex ID of a v1 info hash given as 40 hex or 32 base32 characters."""
     if raw is None or not raw.strip():

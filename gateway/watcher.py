@@ -29,35 +29,30 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .jellyfin import JellyfinClient
-from .library import jellyfin_path
+from .landing import LandingBook, State, landing_folder, lookup_delay, pick_item, search_terms, state_of
+from .organizer import Organizer
 from .paths import is_within
 from .qbittorrent import QbittorrentClient
 from .settings import PathMap
+from .tags import (
+    GATEWAY_TAG,
+    LANDED_TAG_PREFIX,
+    NOT_LANDED_TAG,
+    NOTIFIED_TAG,
+    ORGANIZE_TAG,
+    tag_value,
+    tags_of,
+)
 from .upstream import UpstreamError
 
 logger = logging.getLogger(__name__)
 
-#: Every torrent the gateway adds carries this tag, so its own torrents can be told from others.
-GATEWAY_TAG = "jellyfin-gateway"
-#: Added once Jellyfin has been told about the finished download.
-NOTIFIED_TAG = "jellyfin-gateway-notified"
-LIBRARY_TAG_PREFIX = "jellyfin-gateway-library:"
 #: States of a torrent whose data is complete and in place (4.x and 5.x spellings).
 COMPLETE_STATES = frozenset({"uploading", "stalledUP", "pausedUP", "stoppedUP", "queuedUP", "forcedUP"})
 #: Longest wait between retries of a failed poll or notification.
 MAX_BACKOFF = 60.0
 #: Events a slow subscriber may have waiting before it is dropped (its browser reconnects).
 SUBSCRIBER_QUEUE = 256
-
-
-def library_tag(library: str) -> str:
-    """Tag naming the library a download was meant for (commas separate tags, so none inside)."""
-    return LIBRARY_TAG_PREFIX + " ".join(library.replace(",", " ").split())
-
-
-def tags_of(torrent: dict[str, Any]) -> set[str]:
-    raw = torrent.get("tags")
-    return {tag.strip() for tag in raw.split(",") if tag.strip()} if isinstance(raw, str) else set()
 
 
 def is_complete(torrent: dict[str, Any]) -> bool:
@@ -88,16 +83,30 @@ class TorrentWatcher:
         path_map: PathMap,
         interval: float,
         notify: bool,
+        organizer: Organizer | None = None,
+        landing_timeout: float = 600.0,
+        web_base: str = "",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        """``clock`` tells the time and ``sleep`` waits, both for backoffs: a test can drive them."""
+        """``clock`` tells the time and ``sleep`` waits, both for backoffs: a test can drive them.
+
+        ``organizer`` (worker 0): torrents seen waiting to be organized are handed to it.
+        """
         self._qbittorrent = qbittorrent
         self._jellyfin = jellyfin
         self._api_key = api_key
         self._path_map = path_map
         self._interval = interval
         self.notify = notify and bool(api_key)
+        self._organizer = organizer if notify else None
+        self._landing_timeout = landing_timeout
+        self.landings = LandingBook(jellyfin, path_map=path_map, web_base=web_base)
+        # hash -> (look-ups made, next look-up not before, give up after), in clock time
+        self._lookups: dict[str, tuple[int, float, float]] = {}
+        self._settled: set[str] = set()  # landing tag recorded, maybe not in qBittorrent's data yet
+        self._states: dict[str, State] = {}  # landing state last published per gateway torrent
+        self._described: set[str] = set()  # landed item ids already asked about (once per process)
         self._clock = clock
         self._sleep = sleep
         self.torrents: dict[str, dict[str, Any]] = {}
@@ -177,7 +186,24 @@ class TorrentWatcher:
                 self._close(queue)
 
     def _snapshot(self) -> str:
-        return sse("snapshot", {"torrents": [{**t, "hash": h} for h, t in self.torrents.items()]})
+        return sse(
+            "snapshot",
+            {
+                "torrents": [{**t, "hash": h} for h, t in self.torrents.items()],
+                "landings": [self.landings.entry(h, t) for h, t in self._gateway_torrents()],
+            },
+        )
+
+    def _gateway_torrents(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(h, t) for h, t in self.torrents.items() if GATEWAY_TAG in tags_of(t)]
+
+    def _publish_landings(self) -> None:
+        """A ``landing`` event for each gateway torrent whose landing state changed."""
+        current = {h: state_of(t) for h, t in self._gateway_torrents()}
+        for torrent_hash, state in current.items():
+            if self._states.get(torrent_hash) not in (None, state):
+                self._publish(sse("landing", self.landings.entry(torrent_hash, self.torrents[torrent_hash])))
+        self._states = current
 
     # --- polling ----------------------------------------------------------------------------------
 
@@ -225,7 +251,12 @@ class TorrentWatcher:
         rid = data.get("rid")
         self._rid = rid if isinstance(rid, int) else 0
         self._forget_settled()
-        if self.notify and self.due():
+        self._publish_landings()
+        if self._organizer is not None:
+            for torrent_hash, torrent in self.torrents.items():
+                if ORGANIZE_TAG in tags_of(torrent):
+                    self._organizer.organize_soon(torrent_hash)
+        if self.notify and (self.due() or self.landing_due() or self._undescribed()):
             self._due.set()  # the announcer does it; this poll does not wait
 
     # --- notifications ----------------------------------------------------------------------------
@@ -237,6 +268,7 @@ class TorrentWatcher:
             for h, t in self.torrents.items()
             if GATEWAY_TAG in tags_of(t)
             and NOTIFIED_TAG not in tags_of(t)
+            and ORGANIZE_TAG not in tags_of(t)
             and h not in self._announced
             and is_complete(t)
         ]
@@ -251,7 +283,10 @@ class TorrentWatcher:
         self._announced = {
             h for h in self._announced if h in self.torrents and NOTIFIED_TAG not in tags_of(self.torrents[h])
         }
-        for book in (self._retry, self._told):
+        self._settled = {
+            h for h in self._settled if h in self.torrents and state_of(self.torrents[h]) is State.ANNOUNCED
+        }
+        for book in (self._retry, self._told, self._lookups):
             for torrent_hash in [h for h in book if h not in self.torrents]:
                 del book[torrent_hash]
 
@@ -262,6 +297,7 @@ class TorrentWatcher:
             self._due.clear()  # a poll during this round sets it again
             try:
                 await self.announce_due()
+                await self.land_due()
                 failures = 0
             except Exception:
                 failures += 1
@@ -323,8 +359,87 @@ class TorrentWatcher:
 
     def _jellyfin_path(self, torrent: dict[str, Any]) -> str | None:
         """The download as Jellyfin sees it (PATH_MAP); None when PATH_MAP does not cover it."""
-        return jellyfin_path(
-            str(torrent.get("content_path") or torrent.get("save_path") or ""), self._path_map
+        return landing_folder(torrent, self._path_map)
+
+    # --- landing ----------------------------------------------------------------------------------
+
+    def landing_due(self) -> list[str]:
+        """Announced gateway torrents whose next look-up in Jellyfin is due (scheduled on first sight:
+        the first look-up a few seconds after the announcement)."""
+        now = self._clock()
+        due = []
+        for torrent_hash, torrent in self._gateway_torrents():
+            if state_of(torrent) is not State.ANNOUNCED or torrent_hash in self._settled:
+                continue
+            if torrent_hash not in self._lookups:
+                self._lookups[torrent_hash] = (0, now + lookup_delay(0), now + self._landing_timeout)
+            if self._lookups[torrent_hash][1] <= now:
+                due.append(torrent_hash)
+        return due
+
+    def _undescribed(self) -> list[str]:
+        """Ids of landed items not described yet (after a restart): asked once, for the live events."""
+        landed = {tag_value(t, LANDED_TAG_PREFIX) for _, t in self._gateway_torrents()}
+        return [i for i in landed if i and i not in self.landings.items and i not in self._described]
+
+    async def land_due(self) -> None:
+        """One round of look-ups: each due torrent once; a Jellyfin that cannot be reached ends it."""
+        missing = self._undescribed()
+        if missing:
+            self._described.update(missing)
+            await self.landings.complete(missing, self._api_key)
+            for torrent_hash, torrent in self._gateway_torrents():
+                if tag_value(torrent, LANDED_TAG_PREFIX) in missing:
+                    self._publish(sse("landing", self.landings.entry(torrent_hash, torrent)))
+        for torrent_hash in self.landing_due():
+            found = self.torrents.get(torrent_hash)
+            if found is None:
+                continue
+            torrent = found
+            try:
+                if not await self._look_up(torrent_hash, torrent):
+                    continue
+            except UpstreamError as exc:
+                self._next_lookup(torrent_hash)
+                logger.warning("looking for %s in Jellyfin failed (%s)", torrent.get("name"), exc.reason)
+                if not exc.answered:
+                    return
+                continue
+            self._settled.add(torrent_hash)
+
+    async def _look_up(self, torrent_hash: str, torrent: dict[str, Any]) -> bool:
+        """One look-up; True when the torrent's landing is settled (found, or given up)."""
+        attempts, _, deadline = self._lookups[torrent_hash]
+        folder = landing_folder(torrent, self._path_map)
+        item = None
+        if folder is not None:
+            terms = search_terms(torrent, folder)
+            items = await self._jellyfin.items(self._api_key, search_term=terms[attempts % len(terms)])
+            item = pick_item(items, folder)
+        if item is not None:
+            self.landings.remember(item)
+            await self._qbittorrent.add_tags(torrent_hash, [LANDED_TAG_PREFIX + item.id])
+            logger.info("%s is in Jellyfin as %s (%s)", torrent.get("name"), item.name, item.id)
+        elif folder is None or self._clock() >= deadline:
+            await self._qbittorrent.add_tags(torrent_hash, [NOT_LANDED_TAG])
+            logger.warning(
+                "Jellyfin has not picked up %s: no item in %s after %.0f s",
+                torrent.get("name"),
+                folder or "a folder PATH_MAP does not cover",
+                self._landing_timeout,
+            )
+        else:
+            self._next_lookup(torrent_hash)
+            return False
+        return True
+
+    def _next_lookup(self, torrent_hash: str) -> None:
+        attempts, _, deadline = self._lookups[torrent_hash]
+        attempts += 1
+        self._lookups[torrent_hash] = (
+            attempts,
+            min(deadline, self._clock() + lookup_delay(attempts)),
+            deadline,
         )
 
     async def _library_folders(self) -> list[str]:

@@ -15,18 +15,22 @@ new endpoints are one handler plus one :class:`Route` row.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import enum
 import hashlib
 import json
 import logging
+import posixpath
 import re
 import secrets
+import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote_plus
 
@@ -143,6 +147,53 @@ class MediaUpdate:
 
 
 @dataclass
+class Item:
+    """A library item made by a scan: BaseItem as far as ``BaseItemDto`` shows it.
+
+    ``path`` is the video file of a Movie or Episode, the folder of a Series or
+    Season (None for a virtual season); ``id`` is Jellyfin's deterministic one
+    (:func:`jellyfin_item_id`), so a rescan finds the same item again.
+    """
+
+    type: str  # "Movie", "Series", "Season" or "Episode"
+    name: str
+    path: str | None
+    id: str
+    parent_id: str | None = None
+    production_year: int | None = None
+    provider_ids: dict[str, str] = field(default_factory=dict)
+    index_number: int | None = None
+    index_number_end: int | None = None
+    parent_index_number: int | None = None
+    series_id: str | None = None
+    series_name: str | None = None
+    season_id: str | None = None
+    season_name: str | None = None
+
+    @property
+    def is_folder(self) -> bool:
+        """Series and seasons are folders; a movie is a video even as a BDMV/VIDEO_TS folder."""
+        return self.type in ("Series", "Season")
+
+    @property
+    def sort_name(self) -> str:
+        """``BaseItem.CreateSortName``: episodes and seasons by number, else the name without articles."""
+        if self.type == "Episode":
+            season = f"{self.parent_index_number:03d} - " if self.parent_index_number is not None else ""
+            number = f"{self.index_number:04d} - " if self.index_number is not None else ""
+            return season + number + self.name
+        if self.type == "Season" and self.index_number is not None:
+            return f"{self.index_number:04d}"
+        sortable = self.name.strip().lower()
+        for word in ("the", "a", "an"):  # SortRemoveWords: leading, inner and trailing
+            sortable = sortable.removeprefix(word + " ").replace(f" {word} ", " ")
+            sortable = sortable.removesuffix(" " + word)
+        sortable = re.sub(r"[,&\-{}']", "", sortable)
+        sortable = re.sub(r"[.+%]", " ", sortable)
+        return re.sub(r"\d+", lambda m: m.group().zfill(10), sortable)  # ModifySortChunks
+
+
+@dataclass
 class RequestRecord:
     """What the stand-in saw of one request, for assertions about what the gateway forwarded."""
 
@@ -172,6 +223,13 @@ class StandinState:
     Tests reach it through ``app[STATE]`` to arrange fixtures (users, tokens)
     and to assert what the gateway sent upstream (``calls``, ``requests``,
     ``websockets``, ``media_updates``).
+
+    Library items come from disk: ``filesystem`` maps a Jellyfin path prefix to
+    a local directory, and a path announced by ``/Library/Media/Updated`` (or
+    every location, on ``/Library/Refresh``) is scanned ``scan_delay`` seconds
+    later into ``items``, unless ``scanning`` is False (a broken library
+    monitor).  :meth:`scan` does the same at once.  ``search_cleans_punctuation``
+    switches ``searchTerm`` from 10.11's matching to 12.0's (punctuation as spaces).
     """
 
     def __init__(
@@ -201,6 +259,12 @@ class StandinState:
         self.libraries: list[Library] = []
         self.media_updates: list[MediaUpdate] = []
         self.library_refreshes: int = 0
+        self.filesystem: dict[str, Path] = {}
+        self.items: dict[str, Item] = {}
+        self.scan_delay: float = 0.5
+        self.scanning: bool = True
+        self.search_cleans_punctuation: bool = False
+        self.pending_scans: dict[str | None, asyncio.Task[None]] = {}
         self.media: bytes = deterministic_media(media_size)
         self.media_last_modified: datetime = datetime(2024, 1, 1, tzinfo=UTC)
         if with_defaults:
@@ -294,6 +358,92 @@ class StandinState:
         """Strong ETag of the current media blob."""
         return '"' + hashlib.sha256(self.media).hexdigest()[:32] + '"'
 
+    # -- library items -------------------------------------------------------
+
+    def scan(self, path: str) -> list[Item]:
+        """Scan what holds ``path`` now and return the items found there (created or updated).
+
+        Like the library monitor, a path in no library location is ignored; the
+        whole top-level entry (movie or series folder) holding it is rescanned,
+        or every entry when ``path`` is a location, and items of that entry no
+        longer on disk are removed.  Nothing happens for a path ``filesystem``
+        does not map.
+        """
+        path = posixpath.normpath(path)
+        spots = [(lib, posixpath.normpath(loc)) for lib in self.libraries for loc in lib.locations]
+        inside = [(lib, loc) for lib, loc in spots if _under(path, loc)]
+        if not inside:
+            return []
+        library, location = max(inside, key=lambda spot: len(spot[1]))
+        rest = path[len(location) :].strip("/")
+        root = posixpath.join(location, rest.split("/")[0]) if rest else location
+        local = self._local_path(root)
+        if local is None:
+            return []
+        scan = _LibraryScan(library)
+        if root == location:
+            for child in _children(local):
+                scan.entry(posixpath.join(root, child.name), child)
+        elif local.exists():
+            scan.entry(root, local)
+        found = scan.items
+        everything = [*self.items.values(), *found.values()]
+        series_here = {i.id for i in everything if i.type == "Series" and i.path and _under(i.path, root)}
+        for item in list(self.items.values()):
+            here = (item.path is not None and _under(item.path, root)) or item.series_id in series_here
+            if here and item.id not in found:
+                del self.items[item.id]
+        self.items.update(found)
+        return list(found.values())
+
+    def scan_libraries(self) -> list[Item]:
+        """Scan every location of every library (``/Library/Refresh``)."""
+        return [item for lib in self.libraries for location in lib.locations for item in self.scan(location)]
+
+    def schedule_scan(self, path: str | None) -> None:
+        """Scan ``path`` (every library when None) ``scan_delay`` s from now; a repeat restarts the wait."""
+        pending = self.pending_scans.pop(path, None)
+        if pending is not None:
+            pending.cancel()
+        self.pending_scans[path] = asyncio.get_running_loop().create_task(self._scan_later(path))
+
+    async def _scan_later(self, path: str | None) -> None:
+        await asyncio.sleep(self.scan_delay)
+        self.pending_scans.pop(path, None)
+        if not self.scanning:
+            return
+        try:
+            if path is None:
+                self.scan_libraries()
+            else:
+                self.scan(path)
+        except Exception:
+            logger.exception("stand-in scan of %s failed", path)
+
+    def _local_path(self, path: str) -> Path | None:
+        """The local file or directory behind a Jellyfin path (longest ``filesystem`` prefix)."""
+        prefixes = [p for p in self.filesystem if _under(path, posixpath.normpath(p))]
+        if not prefixes:
+            return None
+        prefix = max(prefixes, key=len)
+        return Path(self.filesystem[prefix], path[len(posixpath.normpath(prefix)) :].lstrip("/"))
+
+    def matches_search(self, name: str, term: str) -> bool:
+        """``searchTerm`` against CleanName as 10.11's BaseItemRepository does it.
+
+        CleanName is the name without diacritics, lowercased; the term is only
+        lowercased, and one holding ``% _ [ ] ^`` becomes a LIKE pattern (``_``
+        any character).  With ``search_cleans_punctuation`` (12.0's
+        GetCleanValue) both sides also turn punctuation and symbols into single spaces.
+        """
+        if self.search_cleans_punctuation:
+            return clean_value(term, punctuation=True) in clean_value(name, punctuation=True)
+        clean, term = clean_value(name), term.lower()
+        if not any(c in term for c in "%_[]^"):
+            return term in clean
+        like = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in term.strip("%"))
+        return re.fullmatch(f".*{like}.*", clean, re.DOTALL) is not None
+
     # -- WebSocket -----------------------------------------------------------
 
     @property
@@ -321,6 +471,232 @@ def outbound_message(message_type: str, data: Any = None) -> str:
     if data is not None:
         message["Data"] = data
     return json.dumps(message, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------
+# Library scans (Emby.Naming and the item resolvers, as far as paths decide)
+# ---------------------------------------------------------------------------
+
+_VIDEO_EXTENSION_NAMES = "mkv mp4 m4v avi mov wmv mpg mpeg ts m2ts webm ogv flv iso vob"
+VIDEO_EXTENSIONS = frozenset(_VIDEO_EXTENSION_NAMES.split())
+# NamingOptions.VideoExtraRules: folders holding extras, and extra suffixes of a file name.
+_EXTRA_FOLDER_NAMES = (
+    "extras,trailers,featurettes,samples,sample,shorts,clips,other,scenes,interviews,backdrops"
+)
+EXTRA_FOLDERS = frozenset([*_EXTRA_FOLDER_NAMES.split(","), "behind the scenes", "deleted scenes"])
+_EXTRA_FILE = re.compile(
+    r"^(trailer|sample)$|[-._ ](trailer|sample)$"
+    r"|-(scene|clip|behindthescenes|deleted|deletedscene|featurette|interview|other|short|extra)$",
+    re.IGNORECASE,
+)
+_IGNORED = re.compile(r"^\.|^(@eaDir|#recycle|lost\+found)$", re.IGNORECASE)
+_SEASON_FOLDER = re.compile(r"^(?:season|series|saison|staffel|s)[ ._-]*(\d{1,4})(?!\d)|^(specials)$", re.I)
+# S01E02, S01E02-E03, S01E02E03, 1x02.
+_EPISODE = re.compile(
+    r"s(\d{1,4})[ ._-]*e(\d{1,4})(?:[ ._-]*e(\d{1,4}))?|(?<!\d)(\d{1,2})x(\d{1,3})(?!\d)", re.I
+)
+# NamingOptions.CleanDateTimes and (the first) CleanStrings.
+_CLEAN_DATES = tuple(
+    re.compile(
+        r"(.+[^_\,\.\(\)\[\]\-])" + sep + r"(19[0-9]{2}|20[0-9]{2})(?![0-9]+|\W[0-9]{2}\W[0-9]{2})"
+        r"([ _\,\.\(\)\[\]\-][^0-9]|).*(19[0-9]{2}|20[0-9]{2})*",
+        re.IGNORECASE,
+    )
+    for sep in (r"[_\.\(\)\[\]\-]", r"[ _\.\(\)\[\]\-]+")
+)
+_CLEAN_STRINGS = (
+    re.compile(
+        r"^\s*(?P<cleaned>.+?)[ _\,\.\(\)\[\]\-](3d|sbs|tab|hsbs|htab|mvc|HDR|HDC|UHD|UltraHD|4k|ac3|dts"
+        r"|custom|dc|divx|divx5|dsr|dsrip|dutch|dvd|dvdrip|dvdscr|dvdscreener|extended|hdtv|hdrip|hdtvrip|internal"
+        r"|limited|multisubs|ntsc|ogg|ogm|pal|pdtv|proper|repack|rerip|retail|r3|r5|bd5|bd|se|svcd|swedish"
+        r"|german|read.nfo|nfofix|unrated|ws|telesync|ts|telecine|tc|brrip|bdrip|480p|480i|576p|576i|720p"
+        r"|720i|1080p|1080i|2160p|hrhd|hrhdtv|hddvd|bluray|blu-ray|x264|x265|h264|h265|xvid|xvidvd|xxx"
+        r"|www.www|AAC|DTS|\[.*\])([ _\,\.\(\)\[\]\-]|$)",
+        re.IGNORECASE,
+    ),
+    re.compile(r"^(?P<cleaned>.+?)(\[.*\])", re.IGNORECASE),
+    re.compile(r"^\s*\[[^\]]+\](?!\.\w+$)\s*(?P<cleaned>.+)", re.IGNORECASE),
+)
+_IMDB_ID = re.compile(r"tt\d{7,8}(?!\d)")
+
+
+def jellyfin_item_id(item_type: str, key: str) -> str:
+    """``LibraryManager.GetNewItemId``: the Guid of md5(UTF-16 of the type's FullName + path)."""
+    full_name = f"MediaBrowser.Controller.Entities.{'Movies' if item_type == 'Movie' else 'TV'}.{item_type}"
+    digest = hashlib.md5((full_name + key).encode("utf-16-le"), usedforsecurity=False)
+    return uuid.UUID(bytes_le=digest.digest()).hex
+
+
+def clean_value(value: str, *, punctuation: bool = False) -> str:
+    """``GetCleanValue``: diacritics removed, lowercased; 12.0 also makes punctuation single spaces."""
+    text = "".join(c for c in unicodedata.normalize("NFD", value) if unicodedata.category(c) != "Mn")
+    if punctuation:
+        text = " ".join("".join(c if c.isalnum() or c.isspace() else " " for c in text).split())
+    return unicodedata.normalize("NFC", text).lower()
+
+
+def clean_name(name: str) -> tuple[str, int | None]:
+    """``VideoResolver.CleanDateTime`` then ``CleanString``: the title and the year of a name."""
+    year = None
+    for regex in _CLEAN_DATES:
+        if (match := regex.search(name)) and match.group(2):
+            name, year = match.group(1).rstrip(), int(match.group(2))
+            break
+    for regex in _CLEAN_STRINGS:
+        if match := regex.search(name):
+            name = match.group("cleaned")
+            break
+    return name.strip(), year
+
+
+def attribute_value(text: str, attribute: str) -> str | None:
+    """``GetAttributeValue``: ``[imdbid-x]``, ``(tmdbid=x)``, ``{tvdbid-x}``; imdbid also any ``tt…``."""
+    a = re.escape(attribute)
+    match = re.search(rf"\[{a}[=-]([^\]]+)\]|\({a}[=-]([^)]+)\)|\{{{a}[=-]([^}}]+)\}}", text, re.I)
+    if match:
+        return next(g for g in match.groups() if g is not None).strip()
+    if attribute == "imdbid" and (imdb := _IMDB_ID.search(text)):
+        return imdb.group()
+    return None
+
+
+def provider_ids(name: str, imdb_source: str) -> dict[str, str]:
+    """Provider ids of a movie/series name; a movie's IMDb id is looked for in its whole path."""
+    found = {"Imdb": attribute_value(imdb_source, "imdbid")}
+    found |= {key: attribute_value(name, f"{key.lower()}id") for key in ("Tmdb", "Tvdb")}
+    return {key: value for key, value in found.items() if value}
+
+
+def _under(path: str, root: str) -> bool:
+    root = root.rstrip("/")
+    return path == root or path.startswith(root + "/")
+
+
+def _children(folder: Path) -> list[Path]:
+    """Entries Jellyfin looks at: sorted, hidden and NAS clutter left out."""
+    if not folder.is_dir():
+        return []
+    return sorted((c for c in folder.iterdir() if not _IGNORED.search(c.name)), key=lambda c: c.name)
+
+
+def _is_video(path: Path) -> bool:
+    """A video Jellyfin resolves as an item, not an extra (sample, trailer …)."""
+    return (
+        path.is_file() and path.suffix[1:].lower() in VIDEO_EXTENSIONS and not _EXTRA_FILE.search(path.stem)
+    )
+
+
+def _is_version(stem: str, folder: str) -> bool:
+    """``IsEligibleForMultiVersion``: the folder name, then nothing or ``-``, ``_``, ``.``, ``[``."""
+    for prefix in (folder, re.sub(r"\s*[\[{][^\]}]*[\]}]", "", folder).strip()):
+        if prefix and stem.lower().startswith(prefix.lower()):
+            rest = stem[len(prefix) :].strip()
+            if not rest or rest[0] in "-_.[":
+                return True
+    return False
+
+
+def _looks_like_series(folder: Path) -> bool:
+    """In a mixed library: season folders or SxxEyy videos make a series."""
+    return any(
+        (c.is_dir() and _SEASON_FOLDER.match(c.name)) or (_is_video(c) and _EPISODE.search(c.stem))
+        for c in _children(folder)
+    )
+
+
+class _LibraryScan:
+    """One scan of one library: resolves entries into :class:`Item` objects (``items``, by id)."""
+
+    def __init__(self, library: Library) -> None:
+        self.library = library
+        self.items: dict[str, Item] = {}
+
+    def add(self, item: Item) -> Item:
+        self.items[item.id] = item
+        return item
+
+    def entry(self, path: str, local: Path) -> None:
+        """A top-level entry of a location, by the library's collection type."""
+        kind = self.library.collection_type
+        if kind == "tvshows" or (kind in (None, "mixed") and local.is_dir() and _looks_like_series(local)):
+            if local.is_dir():
+                self.series(path, local)
+        elif kind in (None, "mixed", "movies"):
+            if local.is_dir():
+                self.movie_folder(path, local)
+            elif _is_video(local):  # a file in the library root is its own movie
+                self.movie(path, local.stem)
+
+    def movie(self, path: str, name_source: str) -> None:
+        name, year = clean_name(name_source)
+        ids = provider_ids(name_source, imdb_source=path)
+        item_id = jellyfin_item_id("Movie", path)
+        self.add(Item("Movie", name, path, item_id, self.library.item_id, year, ids))
+
+    def movie_folder(self, path: str, local: Path) -> None:
+        """MovieResolver: a DVD/BluRay folder, a movie with versions, several movies, or a plain folder."""
+        children = _children(local)
+        if any(c.is_dir() and c.name.upper() in ("BDMV", "VIDEO_TS") for c in children):
+            self.movie(path, local.name)
+            return
+        videos = [c for c in children if _is_video(c)]
+        if not videos:
+            for child in children:
+                if child.is_dir() and child.name.lower() not in EXTRA_FOLDERS:
+                    self.movie_folder(posixpath.join(path, child.name), child)
+        elif len(videos) == 1 or all(_is_version(v.stem, local.name) for v in videos):
+            primary = next((v for v in videos if v.stem.lower() == local.name.lower()), videos[0])
+            self.movie(posixpath.join(path, primary.name), local.name)
+        else:  # a mixed folder: every video is a movie named from its file
+            for video in videos:
+                self.movie(posixpath.join(path, video.name), video.stem)
+
+    def series(self, path: str, local: Path) -> None:
+        name, year = clean_name(local.name)
+        ids = provider_ids(local.name, imdb_source=local.name)
+        item_id = jellyfin_item_id("Series", path)
+        series = self.add(Item("Series", name, path, item_id, self.library.item_id, year, ids))
+        self.episodes(series, path, local, None)
+
+    def season(self, series: Item, number: int, path: str | None) -> Item:
+        """A season folder's Season, or the virtual one Jellyfin adds for loose episodes."""
+        name = "Specials" if number == 0 else f"Season {number}"
+        key = path or f"{uuid.UUID(series.id)}{number}{name}"
+        item_id = jellyfin_item_id("Season", key)
+        if item_id in self.items:
+            return self.items[item_id]
+        season = Item("Season", name, path, item_id, series.id, index_number=number)
+        season.series_id, season.series_name = series.id, series.name
+        return self.add(season)
+
+    def episodes(self, series: Item, path: str, local: Path, season: Item | None) -> None:
+        for child in _children(local):
+            child_path = posixpath.join(path, child.name)
+            if child.is_dir() and child.name.lower() not in EXTRA_FOLDERS:
+                match = _SEASON_FOLDER.match(child.name)
+                number = (0 if match.group(2) else int(match.group(1))) if match else None
+                folder = self.season(series, number, child_path) if number is not None else season
+                self.episodes(series, child_path, child, folder)
+            elif _is_video(child):
+                self.episode(series, child_path, child.stem, season)
+
+    def episode(self, series: Item, path: str, stem: str, folder: Item | None) -> None:
+        """EpisodeResolver: numbers from the file name, the season from it or from the folder."""
+        match = _EPISODE.search(stem)
+        groups = [int(g) if g else None for g in match.groups()] if match else [None] * 5
+        season_number, number, end = groups[:3] if groups[0] is not None else (groups[3], groups[4], None)
+        if season_number is None and folder is not None:
+            season_number = folder.index_number
+        season = folder
+        if season_number is not None and (folder is None or folder.index_number != season_number):
+            season = self.season(series, season_number, None)
+        episode = Item("Episode", stem, path, jellyfin_item_id("Episode", path), (season or series).id)
+        episode.index_number, episode.parent_index_number = number, season_number
+        episode.index_number_end = end if end != number else None
+        episode.series_id, episode.series_name = series.id, series.name
+        if season is not None:
+            episode.season_id, episode.season_name = season.id, season.name
+        self.add(episode)
 
 
 # ---------------------------------------------------------------------------
@@ -1053,6 +1429,34 @@ def virtual_folder_dto(library: Library) -> dict[str, Any]:
     }
 
 
+def item_dto(state: StandinState, item: Item, fields: frozenset[str] | None = None) -> dict[str, Any]:
+    """``BaseItemDto``: Path and ProviderIds only when ``fields`` (lowercased) asks; None = all fields."""
+
+    def wanted(name: str) -> bool:
+        return fields is None or name in fields
+
+    return {
+        "Name": item.name,
+        "ServerId": state.server_id,
+        "Id": item.id,
+        "Path": item.path if wanted("path") else None,
+        "ProductionYear": item.production_year,
+        "IndexNumber": item.index_number,
+        "IndexNumberEnd": item.index_number_end,
+        "ParentIndexNumber": item.parent_index_number,
+        "ProviderIds": dict(item.provider_ids) if wanted("providerids") else None,
+        "IsFolder": item.is_folder,
+        "ParentId": item.parent_id if wanted("parentid") else None,
+        "Type": item.type,
+        "SeriesName": item.series_name,
+        "SeriesId": item.series_id,
+        "SeasonId": item.season_id,
+        "SeasonName": item.season_name,
+        "LocationType": "FileSystem" if item.path else "Virtual",
+        "MediaType": "Unknown" if item.is_folder else "Video",
+    }
+
+
 # ---------------------------------------------------------------------------
 # Body binding ([FromBody, Required])
 # ---------------------------------------------------------------------------
@@ -1248,8 +1652,9 @@ async def auth_keys(ctx: RequestContext) -> web.StreamResponse:
 
 
 async def refresh_library(ctx: RequestContext) -> web.StreamResponse:
-    """``POST /Library/Refresh``: queues a scan and answers 204 at once."""
+    """``POST /Library/Refresh``: queues a scan of every library and answers 204 at once."""
     ctx.state.library_refreshes += 1
+    ctx.state.schedule_scan(None)
     return empty_response(204)
 
 
@@ -1291,7 +1696,124 @@ async def media_updated(ctx: RequestContext) -> web.StreamResponse:
         if not path:
             return error_response(400)
         ctx.state.media_updates.append(MediaUpdate(path, update_type))
+        ctx.state.schedule_scan(path)
     return empty_response(204)
+
+
+# -- items ---------------------------------------------------------------------
+
+# BaseItemKind: IncludeItemTypes/ExcludeItemTypes names (case-insensitive); others are dropped.
+_BASE_ITEM_KIND_NAMES = (
+    "AggregateFolder Audio AudioBook BasePluginFolder Book BoxSet Channel ChannelFolderItem CollectionFolder "
+    "Episode Folder Genre ManualPlaylistsFolder Movie LiveTvChannel LiveTvProgram MusicAlbum MusicArtist "
+    "MusicGenre MusicVideo Person Photo PhotoAlbum Playlist PlaylistsFolder Program Recording Season Series "
+    "Studio Trailer TvChannel TvProgram UserRootFolder UserView Video Year"
+)
+BASE_ITEM_KINDS = {name.lower(): name for name in _BASE_ITEM_KIND_NAMES.split()}
+
+
+def parse_guid(value: str) -> str | None:
+    """A .NET Guid in any of its formats, as 32 lowercase hex; None when it is not one."""
+    try:
+        return uuid.UUID(value.strip()).hex
+    except ValueError:
+        return None
+
+
+def _query_list(query: MultiMapping[str], name: str) -> list[str]:
+    """CommaDelimitedArrayModelBinder: comma-separated and/or repeated, blanks dropped."""
+    return [part.strip() for value in query.getall(name, []) for part in value.split(",") if part.strip()]
+
+
+def _bind(query: MultiMapping[str], name: str, kind: str) -> Any:
+    """An ``int?``, ``bool?`` or ``Guid?`` parameter; a malformed one raises ValueError(name, value)."""
+    raw = (_joined(query.getall(name, [])) or "").strip()
+    if not raw:
+        return None
+    if kind == "bool" and raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    if kind == "int" and re.fullmatch(r"[-+]?\d+", raw):
+        return int(raw)
+    if kind == "guid" and (guid := parse_guid(raw)):
+        return guid
+    raise ValueError(name, raw)
+
+
+def _invalid(error: ValueError) -> web.Response:
+    name, value = error.args
+    return validation_problem({name: [f"The value '{value}' is not valid."]})
+
+
+def _user_scope(ctx: RequestContext, user_id: str | None) -> web.Response | None:
+    """RequestHelpers.GetUserId: someone else's userId is 403 for a non-admin, an unknown one 404."""
+    identity = ctx.auth.identity
+    if user_id is None or identity is None or identity.is_api_key:
+        return None
+    if identity.user is not None and user_id != identity.user.id and not identity.is_administrator:
+        return error_response(403)
+    return None if user_id in ctx.state.users else error_response(404)
+
+
+async def get_items(ctx: RequestContext) -> web.StreamResponse:
+    """``GET /Items`` (ItemsController.GetItems) with the parameters a gateway uses.
+
+    Recursive, Ids (invalid ones dropped), IncludeItemTypes (unknown names
+    dropped), searchTerm, Fields, StartIndex, Limit (0 = none) and userId;
+    sorted by SortName then Name.  A query neither recursive nor by Ids lists
+    the user's views: none here.
+    """
+    state = ctx.state
+    query = case_insensitive_query(ctx.request.query.items())
+    try:
+        recursive, user_id = _bind(query, "recursive", "bool"), _bind(query, "userId", "guid")
+        start, limit = _bind(query, "startIndex", "int"), _bind(query, "limit", "int")
+    except ValueError as error:
+        return _invalid(error)
+    denied = _user_scope(ctx, user_id)
+    if denied is not None:
+        return denied
+    ids = {guid for raw in _query_list(query, "ids") if (guid := parse_guid(raw))}
+    types = _query_list(query, "includeItemTypes")
+    kinds = {BASE_ITEM_KINDS[k.lower()] for k in types if k.lower() in BASE_ITEM_KINDS}
+    fields = frozenset(f.lower() for f in _query_list(query, "fields"))
+    term = _joined(query.getall("searchTerm", []))
+
+    items = [i for i in state.items.values() if i.id in ids] if ids else []
+    if recursive and not ids:
+        items = list(state.items.values())
+    if kinds:
+        items = [i for i in items if i.type in kinds]
+    if term:
+        items = [i for i in items if state.matches_search(i.name, term)]
+    items.sort(key=lambda i: (i.sort_name, i.name))
+    total = len(items)
+    items = items[max(start or 0, 0) :]
+    if limit is not None and limit > 0:
+        items = items[:limit]
+    return ctx.json(
+        {
+            "Items": [item_dto(state, item, fields) for item in items],
+            "TotalRecordCount": total,
+            "StartIndex": start or 0,
+        }
+    )
+
+
+async def get_item(ctx: RequestContext) -> web.StreamResponse:
+    """``GET /Items/{itemId}`` and ``GET /Users/{userId}/Items/{itemId}``: every field, 404 if unknown."""
+    values = CIMultiDict(case_insensitive_query(ctx.request.query.items()))
+    values.update(ctx.params)  # the route's userId wins over the query's
+    try:
+        item_id, user_id = _bind(values, "itemId", "guid"), _bind(values, "userId", "guid")
+    except ValueError as error:
+        return _invalid(error)
+    denied = _user_scope(ctx, user_id)
+    if denied is not None:
+        return denied
+    item = ctx.state.items.get(item_id)
+    if item is None:
+        return problem_response(404, "Not Found", "https://tools.ietf.org/html/rfc9110#section-15.5.5")
+    return ctx.json(item_dto(ctx.state, item))
 
 
 async def health(ctx: RequestContext) -> web.StreamResponse:
@@ -1541,6 +2063,9 @@ DEFAULT_ROUTES: tuple[Route, ...] = (
     route("POST", "/Library/Refresh", Policy.ELEVATED, refresh_library),
     route("GET", "/Library/VirtualFolders", Policy.FIRST_TIME_SETUP_OR_ELEVATED, virtual_folders),
     route("POST", "/Library/Media/Updated", Policy.AUTHENTICATED, media_updated),
+    route("GET", "/Items", Policy.AUTHENTICATED, get_items),
+    route("GET", "/Items/{itemId}", Policy.AUTHENTICATED, get_item),
+    route("GET", "/Users/{userId}/Items/{itemId}", Policy.AUTHENTICATED, get_item),
     route("GET,HEAD", "/Videos/{itemId}/stream", Policy.ANONYMOUS, video_stream),
     route("GET,HEAD", "/Videos/{itemId}/stream.{container}", Policy.ANONYMOUS, video_stream),
     route("*", "/health", Policy.ANONYMOUS, health),
@@ -1635,9 +2160,12 @@ async def _on_response_prepare(request: web.Request, response: web.StreamRespons
 
 
 async def _close_sockets(app: web.Application) -> None:
-    """Close open WebSockets on shutdown so test teardown does not wait for them."""
+    """Close open WebSockets and drop pending scans on shutdown, so test teardown does not wait."""
     for ws in list(app[STATE].live_sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutdown")
+    for task in app[STATE].pending_scans.values():
+        task.cancel()
+    app[STATE].pending_scans.clear()
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -1682,6 +2210,7 @@ __all__ = [
     "Credentials",
     "Device",
     "Identity",
+    "Item",
     "Library",
     "MediaUpdate",
     "Policy",

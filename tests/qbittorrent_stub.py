@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.watcher import GATEWAY_TAG, NOTIFIED_TAG, tags_of
+from gateway.tags import GATEWAY_TAG, NOTIFIED_TAG, tags_of
 
 
 def finished_torrent(**fields: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ would open one).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -38,6 +39,8 @@ from tests.qbittorrent_nox import QbtInstance, binaries, require_binary
 CHROMIUM = "/usr/bin/chromium"
 XSS_NAME = "<img src=x onerror=alert(1)>"
 TIMEOUT_MS = 15_000
+#: The apibay stand-in's row for Schindler's List has this IMDb id (tests/apibay_standin.py).
+SCHINDLERS_LIST_IMDB = "tt0108052"
 
 
 @dataclass
@@ -54,6 +57,11 @@ class Site:
     @property
     def ui(self) -> str:
         return str(server_url(self.gateway, "/torrent/ui"))
+
+    @property
+    def library(self) -> Path:
+        """Jellyfin's /media as qBittorrent (and this machine) sees it (PATH_MAP)."""
+        return self.qbt.downloads.parent / "library"
 
     def token(self, user: str) -> str:
         return self.standin.issue_token(self.standin.user_by_name(user))
@@ -349,18 +357,18 @@ async def test_search_download_into_a_library_then_pause_resume_and_delete(
     await row.locator("select.library").select_option("Movies")
     await row.locator("button.download").click()
     await expect(page.locator("#feedback")).to_contain_text("Started downloading: Schindler's List")
-    torrents: list[dict[str, Any]] = []
-    for _ in range(50):  # qBittorrent says "Ok." a few ms before it lists the torrent
-        torrents = await site.qbt.torrents(hashes=info_hash)
-        if torrents:
-            break
-        await asyncio.sleep(0.05)
-    assert torrents[0]["save_path"].rstrip("/") == str(site.qbt.downloads.parent / "library" / "movies")
+    # Organized by default: a folder named for Jellyfin, with the IMDb id of apibay's row.
+    folder = f"Schindler's List (1993) [imdbid-{SCHINDLERS_LIST_IMDB}]"
+    await expect(page.locator("#feedback")).to_contain_text(f"Saving to /media/movies/{folder}")
+    torrent_info = await _listed_by_qbittorrent(site, info_hash)
+    assert torrent_info["save_path"].rstrip("/") == str(site.library / "movies" / folder)
+    assert f"jellyfin-gateway-imdb:{SCHINDLERS_LIST_IMDB}" in _tags(torrent_info)
 
     await page.locator("#nav a", has_text="Downloads").click()
     torrent = page.locator(f'tr.torrent[data-hash="{info_hash}"]')
     await expect(torrent.locator("td.name")).to_have_text("Schindler's List (1993) [1080p]")
     await expect(torrent.locator("td.state")).to_have_text("downloading metadata")
+    await expect(torrent.locator("td.landing")).to_have_text("")  # nothing to say while downloading
     await _screenshot(page, "downloads", tmp_path)
 
     await torrent.locator("button.pause").click()
@@ -373,6 +381,161 @@ async def test_search_download_into_a_library_then_pause_resume_and_delete(
     await page.locator("#confirm-delete-yes").click()
     await expect(torrent).to_have_count(0)
     assert await site.qbt.torrents(hashes=info_hash) == []
+
+
+async def _listed_by_qbittorrent(site: Site, info_hash: str) -> dict[str, Any]:
+    """The torrent as qBittorrent lists it (it says "Ok." to an add a few ms before it lists it)."""
+    torrents: list[dict[str, Any]] = []
+    for _ in range(50):
+        torrents = await site.qbt.torrents(hashes=info_hash)
+        if torrents:
+            break
+        await asyncio.sleep(0.05)
+    assert len(torrents) == 1, info_hash
+    return torrents[0]
+
+
+def _tags(torrent: dict[str, Any]) -> set[str]:
+    return {tag.strip() for tag in str(torrent.get("tags", "")).split(",") if tag.strip()}
+
+
+@dataclass
+class Landing:
+    """A gateway download arranged for the landing tests: its hash, and its folder as Jellyfin sees it."""
+
+    name: str
+    hash: str
+    folder: str
+
+
+async def _download_into_movies(site: Site, name: str, imdb: str | None = None) -> Landing:
+    """A gateway download into the Movies library, through the gateway's API. Nobody seeds it, so it
+    stays in metaDL; the landing tests set its tags themselves."""
+    info_hash = hashlib.sha256(name.encode()).hexdigest()[:40]  # made up, shaped as a v1 info hash
+    body = {"Info_hash": info_hash, "Name": name, "Library": "Movies"} | ({"Imdb": imdb} if imdb else {})
+    headers = {"Authorization": f'MediaBrowser Token="{site.token("admin")}"'}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(server_url(site.gateway, "/torrent/download"), headers=headers, json=body) as response,
+    ):
+        answer = await response.json()
+        assert response.status == 200, answer
+    torrent = await _listed_by_qbittorrent(site, info_hash)
+    assert "jellyfin-gateway" in _tags(torrent)
+    return Landing(name, info_hash, answer["Folder"])
+
+
+async def _add_tags(site: Site, landing: Landing, *tags: str) -> None:
+    """Tags set on qBittorrent directly, as the gateway's watcher would set them."""
+    status, body = await site.qbt.api("POST", "torrents/addTags", hashes=landing.hash, tags=",".join(tags))
+    assert status == 200, body
+
+
+def _movie_in_jellyfin(site: Site, landing: Landing) -> str:
+    """A movie file in the download's folder, scanned by the Jellyfin stand-in; the item's id."""
+    site.standin.filesystem["/media"] = site.library
+    local = site.library / landing.folder.removeprefix("/media/")
+    local.mkdir(parents=True, exist_ok=True)
+    (local / f"{local.name}.mkv").write_bytes(b"\0" * 4096)
+    [movie] = [item for item in site.standin.scan(landing.folder) if item.type == "Movie"]
+    return movie.id
+
+
+@dataclass
+class Landings:
+    """Three gateway downloads: in Jellyfin, not picked up by Jellyfin, and waiting for Jellyfin."""
+
+    alien: Landing
+    alien_item: str
+    solaris: Landing
+    heat: Landing
+
+
+async def _arrange_landings(site: Site) -> Landings:
+    alien = await _download_into_movies(site, "Alien.1979.REMASTERED.1080p.BluRay.x264-GRP", "tt0078748")
+    solaris = await _download_into_movies(site, "Solaris.1972.1080p.BluRay.x264-GRP")
+    heat = await _download_into_movies(site, "Heat.1995.1080p.BluRay.x264-GRP")
+    assert alien.folder == "/media/movies/Alien (1979) [imdbid-tt0078748]"
+    alien_item = _movie_in_jellyfin(site, alien)
+    await _add_tags(site, alien, "jellyfin-gateway-notified", f"jellyfin-gateway-landed:{alien_item}")
+    await _add_tags(site, solaris, "jellyfin-gateway-notified", "jellyfin-gateway-not-landed")
+    await _add_tags(site, heat, "jellyfin-gateway-notified")
+    return Landings(alien, alien_item, solaris, heat)
+
+
+def _item_url(site: Site, item_id: str) -> str:
+    """Jellyfin web's page of an item, through the gateway (the stand-in's server id in it)."""
+    details = f"#/details?id={item_id}&serverId={site.standin.server_id}"
+    return str(server_url(site.gateway, "/web/")) + details
+
+
+# Without an API key the gateway names the items only when asked (GET /torrent/landings, with the
+# caller's token); with one, its watcher names them in the live events too.
+@pytest.mark.parametrize("gateway_settings", [{}, {"api_key": True}], ids=["no-api-key", "api-key"])
+async def test_the_downloads_page_shows_whether_jellyfin_picked_each_download_up(
+    context: BrowserContext, site: Site, tmp_path: Path, gateway_settings: dict[str, Any]
+) -> None:
+    landings = await _arrange_landings(site)
+    page = await _signed_in_page(context, site)
+    await page.goto(site.ui + "/downloads")
+    await expect(page.locator("#live-status")).to_have_text("Live updates on.")
+
+    alien = page.locator(f'tr.torrent[data-hash="{landings.alien.hash}"] td.landing')
+    link = alien.get_by_role("link")
+    await expect(link).to_have_text("In Jellyfin ✓ Alien (1979)")
+    await expect(link).to_have_attribute("href", _item_url(site, landings.alien_item))
+    solaris = page.locator(f'tr.torrent[data-hash="{landings.solaris.hash}"] td.landing')
+    await expect(solaris).to_have_text(f"Jellyfin has not picked it up — check {landings.solaris.folder}")
+    await expect(solaris.locator("code")).to_have_text("/media/movies/Solaris (1972)")
+    heat = page.locator(f'tr.torrent[data-hash="{landings.heat.hash}"] td.landing')
+    await expect(heat).to_have_text("Waiting for Jellyfin…")
+    if not gateway_settings:
+        await _screenshot(page, "downloads-landings", tmp_path)
+
+    # Jellyfin shows Heat now: the page says so live, without a reload.
+    await page.evaluate("window.stillTheSamePage = true")
+    heat_item = _movie_in_jellyfin(site, landings.heat)
+    await _add_tags(site, landings.heat, f"jellyfin-gateway-landed:{heat_item}")
+    await expect(heat.get_by_role("link")).to_have_text("In Jellyfin ✓ Heat (1995)")
+    await expect(heat.get_by_role("link")).to_have_attribute("href", _item_url(site, heat_item))
+    await expect(page.locator("#landing-news")).to_have_text(re.compile(r"^Heat\.1995\S* is in Jellyfin"))
+    assert await page.evaluate("window.stillTheSamePage") is True
+    asked = [r.path_qs for r in site.standin.requests if r.path_qs.startswith("/Items?")]
+    assert any(landings.alien_item in query and heat_item not in query for query in asked), asked
+    assert any(heat_item in query for query in asked), asked
+    await expect(link).to_have_text("In Jellyfin ✓ Alien (1979)")  # the others stay as they were
+    await expect(solaris).to_contain_text("Jellyfin has not picked it up")
+
+    # Following the link opens the item in Jellyfin web, on the same origin.
+    async def jellyfin_web(route: Route) -> None:
+        body = "<!doctype html><title>Jellyfin</title>"
+        await route.fulfill(status=200, content_type="text/html", body=body)
+
+    await page.route("**/web/", jellyfin_web)
+    await link.click()
+    await expect(page).to_have_url(_item_url(site, landings.alien_item))
+
+
+async def test_the_downloads_page_fits_a_phone_with_landings_shown(
+    browser: Browser, site: Site, tmp_path: Path
+) -> None:
+    landings = await _arrange_landings(site)
+    context = await browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = await _signed_in_page(context, site)
+        await page.goto(site.ui + "/downloads")
+        row = page.locator(f'tr.torrent[data-hash="{landings.alien.hash}"]')
+        await expect(row.get_by_role("link")).to_have_text("In Jellyfin ✓ Alien (1979)")
+        await expect(page.locator("td.landing code")).to_have_text(landings.solaris.folder)
+        # Nothing wider than the screen, the long folder path included.
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        await _screenshot(page, "downloads-phone", tmp_path, full_page=False)
+    finally:
+        await context.close()
+    assert site.problems == [], site.problems
 
 
 @pytest.mark.parametrize("gateway_settings", [{"elevation_cache_ttl": 0.5}])  # re-checked within ~1 s

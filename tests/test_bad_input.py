@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.apibay_standin import ApibayState, create_apibay_standin
-from tests.conftest import GatewayFactory, RunningGateway, ServerFactory, server_url
+from tests.conftest import GatewayFactory, RunningGateway, ServerFactory, server_url, wait_until
 from tests.jellyfin_standin import StandinState
 from tests.qbittorrent_stub import StubQbittorrent, create_stub_qbittorrent
 
@@ -43,9 +43,13 @@ async def gateway(
 ) -> RunningGateway:
     qbittorrent = await aiohttp_server(create_stub_qbittorrent(qbt_stub))
     apibay = await aiohttp_server(create_apibay_standin(apibay_state))
-    return await gateway_factory(
+    started = await gateway_factory(
         server_url(jellyfin), qbittorrent_url=server_url(qbittorrent), apibay_url=server_url(apibay)
     )
+    # A started gateway asks once for downloads still waiting to be organized; the rest is the test's.
+    assert await wait_until(lambda: any("tag=jellyfin-gateway-organize" in r for r in qbt_stub.requests))
+    qbt_stub.requests.clear()
+    return started
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from yarl import URL
 
 from gateway.keys import WATCHER
-from gateway.watcher import NOTIFIED_TAG, tags_of
+from gateway.tags import NOTIFIED_TAG, tags_of
 from tests.conftest import ServerFactory, Stack, StackFactory, server_url, wait_until
 from tests.jellyfin_standin import create_standin
 from tests.torrent_files import add_peer, seed, wait_complete, write_payload
@@ -40,7 +40,8 @@ async def world(stack_factory: StackFactory) -> Stack:
 async def _start_download(http: aiohttp.ClientSession, world: Stack, gateway: URL, name: str) -> str:
     payload = write_payload(world.seeder.downloads / "seed", name, 256 * 1024)
     info_hash = await seed(world.seeder, payload)
-    body = {"Info_hash": info_hash.upper(), "Name": name, "Library": "Movies"}
+    # Saved as it is named (Organize false): tests/test_landing_e2e.py covers organized downloads.
+    body = {"Info_hash": info_hash.upper(), "Name": name, "Library": "Movies", "Organize": False}
     async with http.post(gateway / "torrent" / "download", headers=world.headers, json=body) as resp:
         answer = await resp.json()
         assert resp.status == 200, answer

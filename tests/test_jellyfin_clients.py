@@ -210,7 +210,7 @@ async def test_libraries_come_back_typed_with_only_their_text_folders(api_client
     with MockedHTTP() as mocked:
         mocked.get(f"{JF}/Library/VirtualFolders", payload=folders)
         libraries = await api_client.libraries("api-key")
-    assert libraries == [Library("Movies", ["/media/movies"]), Library("Empty", [])]
+    assert libraries == [Library("Movies", ["/media/movies"], "movies"), Library("Empty", [])]
     assert libraries[0].name == "Movies"
 
 

@@ -173,6 +173,65 @@ async def test_a_library_folder_that_path_map_does_not_cover_is_no_save_path(
     assert await stack.qbt.torrents() == []
 
 
+async def test_a_library_download_goes_into_a_folder_named_for_jellyfin(
+    http: aiohttp.ClientSession, stack: Stack
+) -> None:
+    release = "Alien.1979.REMASTERED.1080p.BluRay.x264-GRP"
+    body = {"Info_hash": HASH, "Name": release, "Library": "movies", "Imdb": "TT0078748"}
+    status, answer = await _json(http, stack, "POST", "/torrent/download", json=body)
+    assert status == 200, answer
+    library = stack.qbt.downloads.parent / "library"
+    assert answer["SavePath"] == str(library / "movies" / "Alien (1979) [imdbid-tt0078748]")
+    assert answer["Folder"] == "/media/movies/Alien (1979) [imdbid-tt0078748]"
+    torrent = await _listed(stack.qbt, HASH)
+    assert torrent["save_path"].rstrip("/") == answer["SavePath"]
+    assert set(torrent["tags"].split(", ")) == {
+        "jellyfin-gateway",
+        "jellyfin-gateway-library:Movies",
+        "jellyfin-gateway-imdb:tt0078748",
+        "jellyfin-gateway-folder:movie",
+        "jellyfin-gateway-organize",  # stays until the file list is known: this magnet has no peers
+    }
+
+
+async def test_a_season_pack_into_a_shows_library_goes_into_the_series_folder(
+    http: aiohttp.ClientSession, stack: Stack
+) -> None:
+    body = {"Info_hash": HASH, "Name": "Breaking.Bad.S01.1080p.BluRay.x264-GRP", "Library": "Shows"}
+    status, answer = await _json(http, stack, "POST", "/torrent/download", json=body)
+    assert status == 200, answer
+    assert answer["Folder"] == "/media/tv/Breaking Bad"
+    assert "jellyfin-gateway-folder:series" in (await _listed(stack.qbt, HASH))["tags"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"Name": "Alien 1979", "Library": "Movies", "Organize": False},
+        {"Library": "Movies"},  # no name: nothing to name the folder after
+    ],
+)
+async def test_a_library_download_without_organizing_goes_into_the_library_folder(
+    http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any]
+) -> None:
+    status, answer = await _json(http, stack, "POST", "/torrent/download", json={"Info_hash": HASH, **body})
+    assert status == 200, answer
+    assert answer["Folder"] == "/media/movies"
+    torrent = await _listed(stack.qbt, HASH)
+    assert "organize" not in torrent["tags"]
+    assert torrent["save_path"].rstrip("/") == str(stack.qbt.downloads.parent / "library" / "movies")
+
+
+async def test_without_a_library_the_answer_is_the_seed_contract(
+    http: aiohttp.ClientSession, stack: Stack
+) -> None:
+    status, answer = await _json(
+        http, stack, "POST", "/torrent/download", json={"Info_hash": HASH, "Imdb": ""}
+    )
+    assert status == 200
+    assert set(answer) == {"Message", "Id", "SavePath", "ServerResponse"}
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -185,6 +244,24 @@ async def test_a_library_folder_that_path_map_does_not_cover_is_no_save_path(
         ({"Info_hash": HASH, "SavePath": "relative/dir"}, "absolute"),
         ({"Info_hash": HASH, "SavePath": "/media/../etc"}, ".."),
         ({"Info_hash": HASH, "Name": 5}, "Name must be a string"),
+        ({"Info_hash": HASH, "Library": "Movies", "Name": "A", "Imdb": "nm0000001"}, "Imdb must be an IMDb"),
+        ({"Info_hash": HASH, "Library": "Movies", "Name": "A", "Imdb": "tt12"}, "Imdb must be an IMDb"),
+        (
+            {"Info_hash": HASH, "Library": "Movies", "Name": "A", "Organize": "yes"},
+            "Organize must be true or",
+        ),
+        ({"Info_hash": HASH, "Name": "A", "Organize": True}, "Organize needs a Library"),
+        ({"Info_hash": HASH, "Library": "Movies", "Organize": True}, "Name is required to organize"),
+        (
+            {
+                "Info_hash": HASH,
+                "Library": "Movies",
+                "Name": "A",
+                "Organize": True,
+                "SavePath": "/media/movies",
+            },
+            "not both",
+        ),
         (["not", "an", "object"], "JSON object"),
     ],
 )

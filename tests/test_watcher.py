@@ -19,7 +19,8 @@ from yarl import URL
 from gateway.jellyfin import JellyfinClient
 from gateway.keys import WATCHER
 from gateway.qbittorrent import QbittorrentClient
-from gateway.watcher import GATEWAY_TAG, NOTIFIED_TAG, TorrentWatcher, library_tag, tags_of
+from gateway.tags import GATEWAY_TAG, NOTIFIED_TAG, library_tag, tags_of
+from gateway.watcher import TorrentWatcher
 from tests.conftest import (
     FakeClock,
     GatewayFactory,
@@ -198,7 +199,7 @@ async def test_deltas_and_removals_reach_subscribers(session: aiohttp.ClientSess
     assert json.loads(events[2].split("data: ", 1)[1]) == {"torrents": {}, "removed": [HASH]}
     # A late subscriber starts from the current state.
     late = watcher.subscribe()
-    assert json.loads(str(late.get_nowait()).split("data: ", 1)[1]) == {"torrents": []}
+    assert json.loads(str(late.get_nowait()).split("data: ", 1)[1]) == {"torrents": [], "landings": []}
 
 
 def test_library_tags_carry_no_commas() -> None:

@@ -81,26 +81,29 @@ def bencode(value: Bencodable) -> bytes:
 
 
 def make_torrent(payload: Path, *, piece_length: int = MIN_PIECE_LENGTH) -> tuple[bytes, str]:
-    """A v1 single-file .torrent for ``payload``, without announce (peers come from addPeers).
+    """A v1 .torrent for ``payload`` (a file, or a directory: a multi-file torrent), without announce.
 
     Returns the .torrent bytes and the lowercase hex info hash (SHA-1 of the bencoded info dict),
-    which is the torrent's ID in qBittorrent's WebAPI.
+    which is the torrent's ID in qBittorrent's WebAPI. A directory's files are listed in path order
+    and hashed as one stream (BEP 3), so pieces span file boundaries as in real releases.
     """
     if piece_length < MIN_PIECE_LENGTH or piece_length & (piece_length - 1):
         raise ValueError(f"piece_length must be a power of two >= {MIN_PIECE_LENGTH}, not {piece_length}")
-    data = payload.read_bytes()
+    files = sorted(p for p in payload.rglob("*") if p.is_file()) if payload.is_dir() else [payload]
+    data = b"".join(f.read_bytes() for f in files)
     if not data:
         raise ValueError(f"{payload} is empty: libtorrent refuses torrents of size 0")
     pieces = b"".join(
         hashlib.sha1(data[start : start + piece_length], usedforsecurity=False).digest()
         for start in range(0, len(data), piece_length)
     )
-    info: dict[str, Bencodable] = {
-        "length": len(data),
-        "name": payload.name,
-        "piece length": piece_length,
-        "pieces": pieces,
-    }
+    info: dict[str, Bencodable] = {"name": payload.name, "piece length": piece_length, "pieces": pieces}
+    if payload.is_dir():
+        info["files"] = [
+            {"length": f.stat().st_size, "path": list(f.relative_to(payload).parts)} for f in files
+        ]
+    else:
+        info["length"] = len(data)
     info_hash = hashlib.sha1(bencode(info), usedforsecurity=False).hexdigest()  # BEP 3: SHA-1
     torrent: dict[str, Bencodable] = {"created by": "jellyfin-torrent-gateway tests", "info": info}
     return bencode(torrent), info_hash

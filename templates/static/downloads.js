@@ -1,5 +1,6 @@
 // The downloads page: qBittorrent's torrents, kept current by the live events, with pause, resume
-// and delete. Rules: top of main.js.
+// and delete, and for the gateway's own downloads whether Jellyfin shows them yet (their landing).
+// Rules: top of main.js.
 
 import { apiFetch, errorText, readJson, reportFailure, requireAdmin } from "./api.js";
 import { $, el, setFeedback, setText } from "./dom.js";
@@ -33,6 +34,76 @@ function stateWord(state) {
   return Object.prototype.hasOwnProperty.call(STATE_WORDS, state) ? STATE_WORDS[state] : String(state ?? "");
 }
 
+// A gateway download's landing: downloading → announced (Jellyfin was told) → in_jellyfin (the
+// item it became) or not_in_jellyfin (Jellyfin did not show it in time).
+const LANDING_STATES = new Set(["downloading", "announced", "in_jellyfin", "not_in_jellyfin"]);
+
+/** A landing entry of the gateway ({Hash, Name, Library, Folder, State, Item}), or null. */
+function landingEntry(value) {
+  if (!value || typeof value !== "object" || typeof value.Hash !== "string") return null;
+  if (!LANDING_STATES.has(value.State)) return null;
+  return { ...value, Hash: value.Hash.toLowerCase() };
+}
+
+/** "Alien (1979)", "Alien", or null when Jellyfin's item is not described (yet). */
+function itemTitle(item) {
+  const name = typeof item?.Name === "string" ? item.Name.trim() : "";
+  if (!name) return null;
+  const year = Number(item.ProductionYear);
+  return Number.isInteger(year) && year > 0 ? `${name} (${year})` : name;
+}
+
+/** The item's page in Jellyfin web: a link on this origin only (the gateway sends a relative one). */
+function sameOriginUrl(value) {
+  if (typeof value !== "string" || !value) return null;
+  try {
+    const url = new URL(value, location.href);
+    return url.origin === location.origin ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/** What a landing cell shows, as plain values (compared to leave an unchanged cell untouched). */
+function landingView(entry) {
+  switch (entry?.State) {
+    case "in_jellyfin":
+      return { state: "in_jellyfin", title: itemTitle(entry.Item), href: sameOriginUrl(entry.Item?.Url) };
+    case "not_in_jellyfin":
+      return { state: "not_in_jellyfin", folder: typeof entry.Folder === "string" && entry.Folder ? entry.Folder : null };
+    case "announced":
+      return { state: "announced" };
+    default:
+      return { state: "downloading" }; // nothing to say yet, as for torrents the gateway did not add
+  }
+}
+
+function landingNodes(view) {
+  if (view.state === "in_jellyfin") {
+    const mark = el("span", "", "✓");
+    mark.setAttribute("aria-hidden", "true"); // "In Jellyfin" says it
+    const parts = ["In Jellyfin ", mark, ...(view.title ? [" ", el("span", "item-title", view.title)] : [])];
+    const node = view.href ? el("a", "landing-link") : el("span");
+    if (view.href) node.href = view.href;
+    node.append(...parts);
+    return [node];
+  }
+  if (view.state === "not_in_jellyfin") {
+    if (!view.folder) return ["Jellyfin has not picked it up — PATH_MAP does not cover its folder"];
+    return ["Jellyfin has not picked it up — check ", el("code", "folder", view.folder)];
+  }
+  if (view.state === "announced") return ["Waiting for Jellyfin…"];
+  return [];
+}
+
+/** What the live region says when a download's landing settles while the page is open. */
+function landingNews(entry, view) {
+  const name = typeof entry.Name === "string" && entry.Name ? entry.Name : entry.Hash;
+  if (view.state === "in_jellyfin") return `${name} is in Jellyfin${view.title ? ` as ${view.title}` : ""}.`;
+  if (view.state === "not_in_jellyfin") return `Jellyfin has not picked up ${name}.`;
+  return null;
+}
+
 export async function init() {
   const table = $("#downloads");
   const tbody = $("#downloads tbody");
@@ -41,9 +112,14 @@ export async function init() {
   const dialog = $("#confirm-delete");
   const dialogName = $("#confirm-delete-name");
   const deleteFiles = $("#delete-files");
+  const news = $("#landing-news");
 
   const torrents = new Map(); // hash -> latest fields
   const rows = new Map(); // hash -> <tr>
+  const landings = new Map(); // hash -> latest landing entry (the gateway's downloads only)
+  const shown = new WeakMap(); // landing cell -> the view it shows
+  const described = new Set(); // item ids already asked for with GET /torrent/landings
+  let describing = false;
   let pendingDelete = null;
   let returnFocus = null;
 
@@ -68,16 +144,36 @@ export async function init() {
       controls.append(button);
     }
     actions.append(controls);
-    row.append(name, progressCell, el("td", "state"), el("td", "speed"), el("td", "eta"), actions);
-    const labels = [null, "Progress", "State", "Speed", "Time left", null];
+    row.append(name, progressCell, el("td", "state"), el("td", "landing"), el("td", "speed"), el("td", "eta"), actions);
+    // The landing cell needs no card label: what it says names Jellyfin, and it is empty otherwise.
+    const labels = [null, "Progress", "State", null, "Speed", "Time left", null];
     Array.from(row.cells).forEach((cell, i) => {
       if (labels[i]) cell.dataset.label = labels[i];
     });
     return row;
   }
 
+  /** `entry`, keeping the description of its item the page already has when `entry` has none
+   * (a later event, or another gateway process, may not know the name). */
+  function keepDescription(entry) {
+    const known = landings.get(entry.Hash)?.Item;
+    if (entry.Item && known && known.Id === entry.Item.Id && itemTitle(entry.Item) === null) {
+      return { ...entry, Item: { ...entry.Item, ...known } };
+    }
+    return entry;
+  }
+
+  function showLanding(row, cell, entry) {
+    const view = landingView(entry);
+    row.dataset.landing = view.state;
+    const before = shown.get(cell);
+    if (before && JSON.stringify(before) === JSON.stringify(view)) return; // leave it (and focus) alone
+    shown.set(cell, view);
+    cell.replaceChildren(...landingNodes(view));
+  }
+
   function updateRow(row, torrent) {
-    const [name, progressCell, state, speed, eta] = row.cells;
+    const [name, progressCell, state, landing, speed, eta] = row.cells;
     setText(name, torrent.name ?? torrent.hash);
     const fraction = Math.min(1, Math.max(0, Number(torrent.progress) || 0));
     const bar = $("progress", progressCell);
@@ -87,6 +183,39 @@ export async function init() {
     row.dataset.state = stateWord(torrent.state);
     setText(speed, `↓ ${humanSize(torrent.dlspeed ?? 0)}/s ↑ ${humanSize(torrent.upspeed ?? 0)}/s`);
     setText(eta, humanDuration(torrent.eta ?? 8640000));
+    showLanding(row, landing, landings.get(String(torrent.hash).toLowerCase()));
+  }
+
+  /** Items Jellyfin showed but the live events could not name (a gateway without an API key
+   * describes them only when asked, with the caller's token): asked for once each. */
+  async function describeItems() {
+    const unnamed = Array.from(landings.values()).filter(
+      (entry) =>
+        entry.State === "in_jellyfin" &&
+        typeof entry.Item?.Id === "string" &&
+        itemTitle(entry.Item) === null &&
+        !described.has(entry.Item.Id),
+    );
+    if (describing || unnamed.length === 0) return;
+    describing = true;
+    for (const entry of unnamed) described.add(entry.Item.Id);
+    try {
+      const response = await apiFetch("/landings");
+      const data = await readJson(response);
+      if (!response.ok || !Array.isArray(data)) return; // the link works without the name
+      for (const fresh of data.map(landingEntry)) {
+        const known = fresh && landings.get(fresh.Hash);
+        if (known && fresh.Item && known.Item?.Id === fresh.Item.Id && itemTitle(fresh.Item) !== null) {
+          known.Item = fresh.Item; // only the description: the live events stay in charge of the state
+        }
+      }
+      render();
+    } catch {
+      return; // best effort: "In Jellyfin ✓" is true without the name (a 401 or 403 was handled)
+    } finally {
+      describing = false;
+    }
+    describeItems(); // items that landed meanwhile
   }
 
   function render() {
@@ -122,14 +251,35 @@ export async function init() {
       for (const torrent of Array.isArray(data?.torrents) ? data.torrents : []) {
         if (torrent && typeof torrent.hash === "string") torrents.set(torrent.hash, { ...torrent });
       }
+      const entries = Array.isArray(data?.landings) ? data.landings.map(landingEntry).filter(Boolean) : [];
+      const kept = entries.map(keepDescription);
+      landings.clear();
+      for (const entry of kept) landings.set(entry.Hash, entry);
       render();
+      describeItems();
     } else if (type === "delta") {
       const changed = data?.torrents && typeof data.torrents === "object" ? data.torrents : {};
       for (const [hash, fields] of Object.entries(changed)) {
         if (fields && typeof fields === "object") torrents.set(hash, { ...torrents.get(hash), ...fields, hash });
       }
-      for (const hash of Array.isArray(data?.removed) ? data.removed : []) torrents.delete(hash);
+      for (const hash of Array.isArray(data?.removed) ? data.removed : []) {
+        torrents.delete(hash);
+        if (typeof hash === "string") landings.delete(hash.toLowerCase());
+      }
       render();
+    } else if (type === "landing") {
+      const entry = landingEntry(data);
+      if (!entry) return;
+      const before = landingView(landings.get(entry.Hash));
+      const kept = keepDescription(entry);
+      const after = landingView(kept);
+      landings.set(entry.Hash, kept);
+      render();
+      if (after.state !== before.state) {
+        const text = landingNews(entry, after);
+        if (text) setText(news, text);
+      }
+      describeItems();
     }
   }
 

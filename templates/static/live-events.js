@@ -1,7 +1,9 @@
 // Live events: the gateway's GET /torrent/events (Server-Sent Events) followed with fetch, because
 // EventSource cannot send the Authorization header (rules: top of main.js).
 //
-// The stream sends a `snapshot` of all torrents, then `delta`s. It may end with an `error` event
+// The stream sends a `snapshot` ({torrents, landings}: every torrent, and the landing of each of the
+// gateway's downloads), then `delta`s of torrents and a `landing` event whenever a download's
+// landing changes; all of them reach onEvent as they come. It may end with an `error` event
 // ({"error": reason, "status": 401 | 403 | ...}) when the caller stopped being an admin: 401 and 403
 // get the same answer as from any API call (sign-in, or "Administrators only"), anything else is
 // shown and the stream is opened again, as after a lost connection.

@@ -20,6 +20,9 @@ async function loadLibraryNames() {
   }
 }
 
+/** An IMDb title id as the gateway accepts it (apibay's `imdb` field, when it has one). */
+const IMDB_ID = /^tt\d{7,10}$/i;
+
 const SORT_KEYS = {
   name: (row) => String(row.name ?? "").toLocaleLowerCase(),
   size: (row) => Number(row.size) || 0,
@@ -194,12 +197,19 @@ export async function init() {
     const savePath = $("input.save-path", row).value.trim();
     if (library) body.Library = library;
     if (savePath) body.SavePath = savePath;
+    // apibay's IMDb id ("" when it has none) goes into the library folder's name, for Jellyfin.
+    // Only a well-formed one: the gateway refuses anything else, and the download matters more.
+    const imdb = typeof result.imdb === "string" ? result.imdb.trim() : "";
+    if (IMDB_ID.test(imdb)) body.Imdb = imdb;
     button.disabled = true;
     try {
       const response = await apiFetch("/download", { method: "POST", json: body });
       const data = await readJson(response);
       if (response.ok) {
-        setFeedback(typeof data?.Message === "string" ? data.Message : "Download started.", "ok");
+        const message = typeof data?.Message === "string" ? data.Message : "Download started.";
+        // Folder: the library folder the download goes to, as Jellyfin sees it (library downloads).
+        const folder = typeof data?.Folder === "string" && data.Folder ? data.Folder : null;
+        setFeedback(folder ? `${message.replace(/\.?$/, ".")} Saving to ${folder}` : message, "ok");
       } else {
         setFeedback(errorText(response, data), "error");
       }
