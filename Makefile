@@ -73,6 +73,8 @@ screenshots: install qbittorrent
 bench: install
 	@$(MAKE) --no-print-directory system-deps DEBS="$(BENCH_DEBS)"
 	$(BIN)/python benchmarks/release_names.py --check
+	$(BIN)/python benchmarks/library_index.py --check
+	$(BIN)/python benchmarks/find.py --check
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # Minutes of mixed and abusive traffic through one gateway while its upstreams restart (not in `test`);

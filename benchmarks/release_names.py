@@ -277,7 +277,7 @@ def _raw_parse(cand: Candidate) -> tuple[Callable[[str], Any], Callable[[], None
     """What is timed: the library call itself, or the wrapper's parse (and how to empty its cache)."""
     if cand.label == "wrapper":
         releases = importlib.import_module("gateway.releases")
-        return releases.parse, releases._cached.cache_clear
+        return releases.parse, releases.clear_cache
     return cand.parse, None
 
 

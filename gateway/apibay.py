@@ -48,6 +48,8 @@ SEARCH_FIELDS: tuple[str, ...] = (
 )
 #: The spec returns "the first 20" results.
 MAX_RESULTS = 20
+#: apibay's q.php sends at most 100 rows; /torrent/find keeps them all.
+MAX_ROWS = 100
 #: Without these a row cannot be shown or downloaded, so it is skipped.
 REQUIRED_FIELDS: tuple[str, ...] = ("id", "name", "info_hash")
 #: Fields that are free text from uploaders and arrive HTML-escaped.
@@ -130,8 +132,8 @@ def normalize_row(raw: Any) -> dict[str, str] | None:
     return row
 
 
-def normalize_results(payload: Any) -> list[dict[str, str]]:
-    """apibay's decoded reply as the spec's result list (first :data:`MAX_RESULTS` usable rows)."""
+def normalize_results(payload: Any, limit: int = MAX_RESULTS) -> list[dict[str, str]]:
+    """apibay's decoded reply as the spec's result list (the first ``limit`` usable rows)."""
     if not isinstance(payload, list):
         kind = _JSON_KINDS.get(type(payload), type(payload).__name__)
         raise _bad_reply(f"apibay answered with unexpected JSON ({kind} instead of a list of results)")
@@ -140,7 +142,7 @@ def normalize_results(payload: Any) -> list[dict[str, str]]:
         row = normalize_row(raw)
         if row is not None:
             results.append(row)
-            if len(results) == MAX_RESULTS:
+            if len(results) == limit:
                 break
     return results
 
@@ -180,6 +182,11 @@ class ApibayClient:
         :class:`~gateway.upstream.UpstreamError` when apibay fails. The returned rows are the
         caller's to change.
         """
+        return (await self.search_all(query, category))[:MAX_RESULTS]
+
+    async def search_all(self, query: str, category: str = "0") -> list[dict[str, str]]:
+        """Every usable row apibay gives (it sends at most 100), as :meth:`search` does its first 20;
+        both share one cache entry."""
         if not query.strip():
             raise ValueError("the search query is empty")
         try:
@@ -198,7 +205,7 @@ class ApibayClient:
         except UpstreamError as exc:
             logger.debug("apibay search q=%r cat=%s failed: %s", query, category, exc.reason)
             raise
-        results = normalize_results(payload)
+        results = normalize_results(payload, limit=MAX_ROWS)
         logger.debug(
             "apibay search q=%r cat=%s: %d rows, kept %d in %.3f s",
             query,

@@ -14,13 +14,28 @@ from .apibay import ApibayClient
 from .auth import ElevationCache
 from .headguard import track_requests
 from .jellyfin import JellyfinClient
-from .keys import APIBAY, ELEVATION, JELLYFIN, ORGANIZER, PROXY, QBITTORRENT, SETTINGS, WATCHER
+from .keys import (
+    APIBAY,
+    ELEVATION,
+    JELLYFIN,
+    LIBRARY_INDEX,
+    ORGANIZER,
+    PROXY,
+    QBITTORRENT,
+    RELEASE_READER,
+    SETTINGS,
+    TORZNAB,
+    WATCHER,
+)
+from .library_index import LibraryIndex
 from .organizer import Organizer
 from .proxy import STREAM_CHUNK, Proxy, ProxyConfig
 from .qbittorrent import QbittorrentClient
+from .releases import ReleaseReader
 from .routing import mount_case_insensitive
 from .settings import Settings
 from .torrent_api import create_torrent_app
+from .torznab import TorznabClient
 from .watcher import TorrentWatcher
 
 #: Connections to Jellyfin for proxied traffic. Streams hold one for their whole length; this caps
@@ -109,6 +124,7 @@ def create_app(settings: Settings) -> web.Application:
             jellyfin_api_session() as jellyfin_api,
             api_session(limit=8) as qbittorrent_session,
             api_session(limit=8) as apibay_session,
+            api_session(limit=16) as torznab_session,
         ):
             app[PROXY] = Proxy(
                 session,
@@ -134,6 +150,12 @@ def create_app(settings: Settings) -> web.Application:
                 timeout=settings.qbittorrent_timeout,
             )
             app[APIBAY] = ApibayClient(apibay_session, settings.apibay_url, timeout=settings.apibay_timeout)
+            app[TORZNAB] = tuple(
+                TorznabClient(torznab_session, indexer, timeout=settings.torznab_timeout)
+                for indexer in settings.torznab_indexers
+            )
+            app[LIBRARY_INDEX] = library_index = LibraryIndex(jellyfin)
+            app[RELEASE_READER] = release_reader = ReleaseReader()
             app[ORGANIZER] = organizer = Organizer(app[QBITTORRENT])
             first_worker = settings.worker_index == 0
             watcher = TorrentWatcher(
@@ -146,6 +168,7 @@ def create_app(settings: Settings) -> web.Application:
                 organizer=organizer,
                 landing_timeout=settings.landing_timeout,
                 web_base=settings.base_path,
+                on_landed=library_index.invalidate,
             )
             app[WATCHER] = watcher
             watcher.start()
@@ -160,6 +183,8 @@ def create_app(settings: Settings) -> web.Application:
                         await resuming
                 await organizer.stop()
                 await watcher.stop()
+                await library_index.close()
+                await release_reader.close()
 
     app.cleanup_ctx.append(upstream_sessions)
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .keys import APIBAY, JELLYFIN, QBITTORRENT, WATCHER
+from .keys import APIBAY, JELLYFIN, LIBRARY_INDEX, QBITTORRENT, TORZNAB, WATCHER
+from .torznab import TorznabClient
 from .upstream import UpstreamError
 
 
@@ -42,12 +43,23 @@ async def health(request: web.Request) -> web.Response:
         await config[APIBAY].search("jellyfin", "0")
         return {}
 
-    checks = await asyncio.gather(_timed(jellyfin()), _timed(qbittorrent()), _timed(apibay()))
+    async def torznab(client: TorznabClient) -> dict[str, Any]:
+        return {"functions": await client.functions()}  # never its URL: that carries the API key
+
+    indexers = config[TORZNAB]
+    checks = await asyncio.gather(
+        _timed(jellyfin()),
+        _timed(qbittorrent()),
+        _timed(apibay()),
+        *(_timed(torznab(client)) for client in indexers),
+    )
     return web.json_response(
         {
             "jellyfin": checks[0],
             "qbittorrent": checks[1],
             "apibay": checks[2],
+            "torznab": {client.name: check for client, check in zip(indexers, checks[3:], strict=True)},
+            "library_index": config[LIBRARY_INDEX].stats(),
             "watcher": config[WATCHER].status(),
         }
     )

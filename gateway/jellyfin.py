@@ -384,3 +384,39 @@ class JellyfinClient:
         if status != 200:
             raise self._status_error(path, status)
         return _items(body)
+
+    async def items_page(
+        self,
+        auth: str | Credentials,
+        *,
+        start: int,
+        limit: int,
+        types: tuple[str, ...] = ("Movie", "Series", "Episode"),
+        fields: str = "ProviderIds,ProductionYear,MediaSources,Path",
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of ``GET /Items`` across every library, raw, and TotalRecordCount.
+
+        Raw item objects because the library index reads more than :class:`Item` holds (MediaSources,
+        episode numbers) and keeps only a little of each. Jellyfin 10.9+ needs no userId with an API key.
+        """
+        query = {
+            "Recursive": "true",
+            "IncludeItemTypes": ",".join(types),
+            "Fields": fields,
+            "StartIndex": str(start),
+            "Limit": str(limit),
+        }
+        path = "/Items"
+        status, body = await self._request("GET", path, auth, query=query)
+        if status != 200:
+            raise self._status_error(path, status)
+        if not isinstance(body, dict):
+            raise self._upstream.error(
+                Failure.BAD_REPLY, f"Jellyfin answered {path} with something that is not an object"
+            )
+        raw = body.get("Items")
+        page = [entry for entry in raw if isinstance(entry, dict)] if isinstance(raw, list) else []
+        total = body.get("TotalRecordCount")
+        if not isinstance(total, int) or isinstance(total, bool):
+            total = start + len(page)  # no count: this page is taken as the last
+        return page, total

@@ -11,10 +11,13 @@ from aiohttp import web
 from .apibay import ApibayClient
 from .auth import ElevationCache
 from .jellyfin import JellyfinClient
+from .library_index import LibraryIndex
 from .organizer import Organizer
 from .proxy import Proxy
 from .qbittorrent import QbittorrentClient
+from .releases import ReleaseReader
 from .settings import Settings
+from .torznab import TorznabClient
 from .watcher import TorrentWatcher
 
 ELEVATION = web.AppKey("elevation", ElevationCache)
@@ -24,4 +27,7 @@ QBITTORRENT = web.AppKey("qbittorrent", QbittorrentClient)
 APIBAY = web.AppKey("apibay", ApibayClient)
 WATCHER = web.AppKey("watcher", TorrentWatcher)
 ORGANIZER = web.AppKey("organizer", Organizer)
+LIBRARY_INDEX = web.AppKey("library_index", LibraryIndex)
+TORZNAB = web.AppKey("torznab", tuple[TorznabClient, ...])
+RELEASE_READER = web.AppKey("release_reader", ReleaseReader)
 PROXY = web.AppKey("proxy", Proxy)

@@ -106,12 +106,19 @@ class LandingBook:
     def remember(self, item: Item) -> None:
         self.items[item.id] = item
 
+    async def ensure_server_id(self) -> None:
+        """Jellyfin's server id, for item links (asked once; links work without it too)."""
+        if self.server_id is None:
+            try:
+                self.server_id = (await self._jellyfin.public_info()).server_id
+            except UpstreamError as exc:
+                logger.warning("cannot ask Jellyfin for its server id (%s)", exc.reason)
+
     async def complete(self, ids: list[str], auth: str | Credentials) -> None:
         """Fetch the items (and the server id for their links) not known yet, in one call each.
         Best effort: an entry without them still has its state and the item id."""
+        await self.ensure_server_id()
         try:
-            if self.server_id is None:
-                self.server_id = (await self._jellyfin.public_info()).server_id
             missing = sorted({i for i in ids if i not in self.items})
             if missing:
                 for item in await self._jellyfin.items(auth, ids=missing):

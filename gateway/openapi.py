@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .apibay import SEARCH_FIELDS
+from .find import KINDS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -128,6 +129,51 @@ def openapi_document(prefix: str) -> dict[str, Any]:
             "Type": {"type": "string", "nullable": True},
             "ProviderIds": {"type": "object", "additionalProperties": {"type": "string"}},
             "Url": {"type": "string", "description": "The item's page in Jellyfin web, via the gateway"},
+        },
+    }
+    nullable_int = {"type": "integer", "nullable": True}
+    nullable_text = {"type": "string", "nullable": True}
+    find_result = {
+        "type": "object",
+        "description": "Every key is always present (null when unknown)",
+        "properties": {
+            "Name": {"type": "string"},
+            "InfoHash": {"type": "string", "pattern": "^[0-9a-f]{40}$"},
+            "Size": {**nullable_int, "description": "Bytes"},
+            "Seeders": nullable_int,
+            "Leechers": nullable_int,
+            "Added": {**nullable_text, "format": "date-time"},
+            "Sources": {"type": "array", "items": {"type": "string"}},
+            "Imdb": nullable_text,
+            "Title": nullable_text,
+            "Year": nullable_int,
+            "Season": nullable_int,
+            "Episode": nullable_int,
+            "Resolution": nullable_text,
+            "Source": nullable_text,
+            "Codec": nullable_text,
+            "Hdr": nullable_text,
+            "InLibrary": {
+                "type": "object",
+                "nullable": True,
+                "properties": {
+                    "ItemId": {"type": "string"},
+                    "Name": {"type": "string"},
+                    "Year": nullable_int,
+                    "Resolution": nullable_text,
+                    "Url": {"type": "string"},
+                },
+            },
+        },
+    }
+    find_source = {
+        "type": "object",
+        "properties": {
+            "Name": {"type": "string"},
+            "Ok": {"type": "boolean"},
+            "Count": {"type": "integer"},
+            "Ms": nullable_int,
+            "Error": nullable_text,
         },
     }
     landing = {
@@ -253,6 +299,52 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                     "responses": _responses(
                         _json({"type": "array", "items": {"type": "object"}}, "Torrents"),
                         ("500", "qBittorrent failed"),
+                    ),
+                }
+            },
+            "/find": {
+                "get": {
+                    "summary": "Search apibay and the Torznab indexers at once, merged by info hash",
+                    "description": "Results sorted by seeders, parsed, and marked InLibrary when Jellyfin "
+                    "already has the title; a failing or slow source is reported in Sources, never fails "
+                    "the search",
+                    "parameters": [
+                        {
+                            "name": "q",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "Required unless imdb is given",
+                        },
+                        {
+                            "name": "type",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": list(KINDS), "default": "any"},
+                        },
+                        {
+                            "name": "imdb",
+                            "in": "query",
+                            "schema": {"type": "string", "pattern": "^tt[0-9]{7,10}$"},
+                        },
+                        {"name": "season", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                        {"name": "episode", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+                        },
+                    ],
+                    "responses": _responses(
+                        _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "Results": {"type": "array", "items": find_result},
+                                    "Sources": {"type": "array", "items": find_source},
+                                },
+                            },
+                            "Results and how each source did",
+                        ),
+                        ("400", "q and imdb both missing, or a malformed parameter"),
                     ),
                 }
             },

@@ -167,6 +167,40 @@ def _trackers(raw: str) -> tuple[str, ...]:
     return tuple(trackers)
 
 
+@dataclass(frozen=True)
+class TorznabIndexer:
+    """One Torznab endpoint. Its URL carries the indexer's API key: never logged or shown (repr hides it)."""
+
+    name: str
+    url: URL = field(repr=False)
+
+
+def _torznab_indexers(raw: str) -> tuple[TorznabIndexer, ...]:
+    indexers: list[TorznabIndexer] = []
+    for entry in raw.split(";"):
+        if not entry.strip():
+            continue
+        name, sep, address = entry.partition("=")
+        name = name.strip()
+        if not sep or not name or not address.strip():
+            raise ValueError("name=URL pairs separated by ';' (the URL with its apikey query)")
+        if not all(ch.isalnum() or ch in " ._-" for ch in name) or len(name) > 40:
+            raise ValueError(f"indexer names of letters, digits, spaces, '.', '_' or '-', got {name!r}")
+        try:
+            url = URL(address.strip())
+        except (ValueError, TypeError):
+            raise ValueError(f"a valid http(s) URL for indexer {name!r}") from None
+        # The message never repeats the URL: its query holds the indexer's API key.
+        if url.scheme not in ("http", "https") or not url.host or url.fragment or url.user:
+            raise ValueError(
+                f"an http(s) URL with a host and no credentials or fragment for indexer {name!r}"
+            )
+        if any(known.name.casefold() == name.casefold() for known in indexers) or name.casefold() == "apibay":
+            raise ValueError(f"each indexer name once (and not 'apibay'), got {name!r} twice")
+        indexers.append(TorznabIndexer(name, url))
+    return tuple(indexers)
+
+
 def _directories(raw: str) -> tuple[str, ...]:
     return tuple(_absolute_dir(item, "SAVE_ROOTS") for item in raw.split(";") if item.strip())
 
@@ -295,6 +329,16 @@ class Settings:
         "1",
         _positive_seconds,
         "seconds between polls of qBittorrent for live progress and finished downloads",
+    )
+    torznab_indexers: tuple[TorznabIndexer, ...] = _setting(
+        "TORZNAB_INDEXERS",
+        "",
+        _torznab_indexers,
+        "Torznab indexers searched beside apibay: name=URL pairs separated by ';' (each URL with its apikey)",
+        secret=True,
+    )
+    torznab_timeout: float = _setting(
+        "TORZNAB_TIMEOUT", "10", _positive_seconds, "seconds a Torznab indexer may take to answer a search"
     )
     landing_timeout: float = _setting(
         "LANDING_TIMEOUT",

@@ -18,6 +18,7 @@ from .api_errors import json_error, json_errors
 from .apibay import validate_category
 from .auth import CREDENTIALS, admin_middleware, public
 from .events import events
+from .find import find
 from .forwarding import forwarding_headers
 from .health import health
 from .jellyfin import Library
@@ -343,6 +344,7 @@ def create_torrent_app(settings: Settings) -> web.Application:
     app.router.add_post(f"{prefix}/resume", resume)
     app.router.add_post(f"{prefix}/delete", delete)
     app.router.add_get(f"{prefix}/landings", landings)
+    app.router.add_get(f"{prefix}/find", find)
     app.router.add_get(f"{prefix}/events", events)
     app.router.add_get(f"{prefix}/health", health)
     app.router.add_get(f"{prefix}/openapi.json", openapi)

@@ -86,6 +86,7 @@ class TorrentWatcher:
         organizer: Organizer | None = None,
         landing_timeout: float = 600.0,
         web_base: str = "",
+        on_landed: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -101,6 +102,7 @@ class TorrentWatcher:
         self.notify = notify and bool(api_key)
         self._organizer = organizer if notify else None
         self._landing_timeout = landing_timeout
+        self._on_landed = on_landed
         self.landings = LandingBook(jellyfin, path_map=path_map, web_base=web_base)
         # hash -> (look-ups made, next look-up not before, give up after), in clock time
         self._lookups: dict[str, tuple[int, float, float]] = {}
@@ -420,6 +422,8 @@ class TorrentWatcher:
             self.landings.remember(item)
             await self._qbittorrent.add_tags(torrent_hash, [LANDED_TAG_PREFIX + item.id])
             logger.info("%s is in Jellyfin as %s (%s)", torrent.get("name"), item.name, item.id)
+            if self._on_landed is not None:
+                self._on_landed()  # e.g. the library index is out of date now
         elif folder is None or self._clock() >= deadline:
             await self._qbittorrent.add_tags(torrent_hash, [NOT_LANDED_TAG])
             logger.warning(

@@ -169,6 +169,8 @@ class Item:
     series_name: str | None = None
     season_id: str | None = None
     season_name: str | None = None
+    #: Width and height of the video stream ffprobe would find; None: guessed from the file name.
+    video_size: tuple[int, int] | None = None
 
     @property
     def is_folder(self) -> bool:
@@ -1454,7 +1456,46 @@ def item_dto(state: StandinState, item: Item, fields: frozenset[str] | None = No
         "SeasonName": item.season_name,
         "LocationType": "FileSystem" if item.path else "Virtual",
         "MediaType": "Unknown" if item.is_folder else "Video",
+        # Only when asked by name: the every-field DTO of GET /Items/{id} stays as it was.
+        "MediaSources": media_sources(item) if fields is not None and "mediasources" in fields else None,
     }
+
+
+# What a release name says about the picture: what ffprobe would find in a typical such file.
+_NAMED_SIZES = (
+    (re.compile(r"(?<![0-9a-z])(?:2160[pi]|4k|uhd)(?![0-9a-z])", re.I), (3840, 2160)),
+    (re.compile(r"(?<![0-9a-z])1080[pi](?![0-9a-z])", re.I), (1920, 1080)),
+    (re.compile(r"(?<![0-9a-z])720p(?![0-9a-z])", re.I), (1280, 720)),
+    (re.compile(r"(?<![0-9a-z])576[pi](?![0-9a-z])", re.I), (720, 576)),
+    (re.compile(r"(?<![0-9a-z])480[pi](?![0-9a-z])", re.I), (720, 480)),
+)
+
+
+def video_size(item: Item) -> tuple[int, int]:
+    """``item.video_size``, else the size the file name announces, else 1920×1080."""
+    if item.video_size is not None:
+        return item.video_size
+    name = posixpath.basename(item.path or "")
+    return next((size for regex, size in _NAMED_SIZES if regex.search(name)), (1920, 1080))
+
+
+def media_sources(item: Item) -> list[dict[str, Any]] | None:
+    """``MediaSourceInfo`` of a movie or episode file: one source whose first stream is the video."""
+    if item.is_folder or item.path is None:
+        return None
+    width, height = video_size(item)
+    stream = {"Type": "Video", "Width": width, "Height": height, "Index": 0, "IsDefault": True}
+    return [
+        {
+            "Protocol": "File",
+            "Id": item.id,
+            "Path": item.path,
+            "Type": "Default",
+            "Container": posixpath.splitext(item.path)[1].lstrip(".").lower() or None,
+            "Name": posixpath.splitext(posixpath.basename(item.path))[0],
+            "MediaStreams": [stream],
+        }
+    ]
 
 
 # ---------------------------------------------------------------------------

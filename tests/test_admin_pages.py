@@ -32,6 +32,7 @@ from playwright.async_api import (
 from yarl import URL
 
 from gateway.pages import CONTENT_SECURITY_POLICY
+from tests.apibay_standin import DEFAULT_ROW_COUNT, ApibayState, info_hash
 from tests.conftest import RunningGateway, StackFactory, server_url, wait_until
 from tests.jellyfin_standin import StandinState
 from tests.qbittorrent_nox import QbtInstance, binaries, require_binary
@@ -50,6 +51,8 @@ class Site:
     standin: StandinState
     #: The Jellyfin stand-in itself (not through the gateway), to ask it whether a token still works.
     jellyfin: URL
+    #: The apibay stand-in's state (its rows, the searches it received).
+    apibay: ApibayState
     problems: list[str] = field(default_factory=list)
     #: Console lines a test provokes on purpose (Chromium logs every 4xx answer as an error).
     expected: list[str] = field(default_factory=list)
@@ -121,7 +124,7 @@ def gateway_settings() -> dict[str, Any]:
 @pytest.fixture
 async def site(stack_factory: StackFactory, gateway_settings: dict[str, Any]) -> Site:
     stack = await stack_factory(watch_interval=0.2, **gateway_settings)
-    return Site(stack.gateway, stack.qbt, stack.jellyfin, stack.jellyfin_url)
+    return Site(stack.gateway, stack.qbt, stack.jellyfin, stack.jellyfin_url, stack.apibay)
 
 
 @pytest.fixture
@@ -346,13 +349,20 @@ async def test_search_download_into_a_library_then_pause_resume_and_delete(
     await page.locator("#q").fill("ubuntu")
     await page.locator("#search-submit").click()
     rows = page.locator("tr.result")
-    await expect(rows).to_have_count(20)
+    await expect(rows).to_have_count(DEFAULT_ROW_COUNT)  # every apibay row: "Anything", up to 50
+    await expect(page.locator("#feedback")).to_have_text(f"{DEFAULT_ROW_COUNT} results found.")
+    await expect(page.locator("#sources-status li")).to_have_text([f"apibay {DEFAULT_ROW_COUNT}"])
+    await expect(page.locator("#filter-summary")).to_have_text(f"Showing all {DEFAULT_ROW_COUNT} results.")
     # The XSS payload is shown as text, inert.
     await expect(page.locator("td.name", has_text=XSS_NAME)).to_have_count(1)
     assert await page.locator("#results img").count() == 0
     await _screenshot(page, "search", tmp_path)
 
     row = rows.filter(has=page.locator("td.name", has_text="Schindler's List"))
+    await expect(row.locator(".release-name")).to_have_text("Schindler's List (1993) [1080p]")
+    await expect(row.locator(".chip")).to_have_text(["1080p"])
+    await expect(row.locator("td.sources")).to_have_text("apibay")
+    await expect(row.locator(".library-badge")).to_have_count(0)  # Jellyfin has no such movie here
     info_hash = str(await row.get_attribute("data-hash")).lower()
     await row.locator("select.library").select_option("Movies")
     await row.locator("button.download").click()
@@ -397,6 +407,228 @@ async def _listed_by_qbittorrent(site: Site, info_hash: str) -> dict[str, Any]:
 
 def _tags(torrent: dict[str, Any]) -> set[str]:
     return {tag.strip() for tag in str(torrent.get("tags", "")).split(",") if tag.strip()}
+
+
+#: What the apibay stand-in lacks: a 2160p release (of a title its rows have at 1080p). Added by
+#: :func:`_a_2160p_release_on_apibay`, as apibay would send it (HTML-escaped name, every value a string).
+SCHINDLERS_LIST_2160P = "Schindler's List 1993 2160p UHD BluRay REMUX HDR HEVC-GRP"
+#: The folder the gateway names for Schindler's List (and where the Jellyfin stand-in has it).
+SCHINDLERS_LIST_FOLDER = f"Schindler's List (1993) [imdbid-{SCHINDLERS_LIST_IMDB}]"
+#: The stand-in's own row for it (the third of its default rows), at 1080p.
+SCHINDLERS_LIST_1080P_HASH = info_hash("standin-row-2").lower()
+
+
+def _a_2160p_release_on_apibay(site: Site) -> str:
+    """Schindler's List at 2160p on apibay, with more seeders than any other row; its info hash."""
+    row = {
+        "id": "49999999",
+        "name": SCHINDLERS_LIST_2160P.replace("'", "&#039;"),
+        "info_hash": info_hash("standin-schindlers-list-2160p"),
+        "leechers": "42",
+        "seeders": "1500",
+        "num_files": "3",
+        "size": str(62 * 1024**3),
+        "username": "UHDgroup",
+        "added": "1732600000",
+        "status": "vip",
+        "category": "207",
+        "imdb": SCHINDLERS_LIST_IMDB,
+    }
+    site.apibay.rows.append(row)
+    # The library index is built at the first search, alongside the sources; a slower apibay makes
+    # sure it is there when the results are marked (the gateway waits 100 ms for it, no more).
+    site.apibay.delay = 0.5
+    return row["info_hash"].lower()
+
+
+def _schindlers_list_in_jellyfin(site: Site) -> str:
+    """Schindler's List in the Movies library at 1080p, its folder named with the IMDb id as the
+    gateway names it (so Jellyfin's item carries the id); the item's id."""
+    site.standin.filesystem["/media"] = site.library
+    local = site.library / "movies" / SCHINDLERS_LIST_FOLDER
+    local.mkdir(parents=True, exist_ok=True)
+    (local / f"{SCHINDLERS_LIST_FOLDER}.mkv").write_bytes(b"\0" * 4096)
+    [movie] = [
+        item for item in site.standin.scan(f"/media/movies/{SCHINDLERS_LIST_FOLDER}") if item.type == "Movie"
+    ]
+    assert movie.provider_ids.get("Imdb") == SCHINDLERS_LIST_IMDB
+    movie.video_size = (1920, 1080)
+    return movie.id
+
+
+def _finds_asked(page: Page) -> list[URL]:
+    """Every /torrent/find request the page makes from now on (a list that grows)."""
+    asked: list[URL] = []
+    page.on(
+        "request", lambda request: asked.append(URL(request.url)) if "/torrent/find" in request.url else None
+    )
+    return asked
+
+
+async def test_search_filters_to_2160p_shows_an_upgrade_of_a_title_in_the_library_and_downloads_it(
+    context: BrowserContext, site: Site, tmp_path: Path
+) -> None:
+    item_id = _schindlers_list_in_jellyfin(site)
+    upgrade_hash = _a_2160p_release_on_apibay(site)
+    page = await _signed_in_page(context, site)
+    asked = _finds_asked(page)
+    await page.goto(site.ui + "/search")
+    await page.locator("#q").fill("schindler")
+    await page.locator("#type").select_option("movie")
+    await page.locator("#search-submit").click()
+    rows = page.locator("tr.result")
+    await expect(rows.first).to_have_attribute("data-hash", upgrade_hash)  # sorted by seeders
+    total = await rows.count()
+    assert total > 1
+    [find] = asked
+    assert (find.query["q"], find.query["type"]) == ("schindler", "movie")
+
+    # The 1080p release Jellyfin already has: marked, but no upgrade.
+    owned = page.locator(f'tr.result[data-hash="{SCHINDLERS_LIST_1080P_HASH}"]')
+    await expect(owned.get_by_role("link")).to_have_text("In library: 1080p")
+
+    # Filtered here, without asking the gateway again: only the 2160p release is left.
+    await page.locator("#resolution").select_option("2160p")
+    shown = page.locator("tr.result:visible")
+    await expect(shown).to_have_count(1)
+    await expect(page.locator("#filter-summary")).to_have_text(f"Showing 1 of {total} results.")
+    row = page.locator(f'tr.result[data-hash="{upgrade_hash}"]')
+    await expect(row).to_be_visible()
+    await expect(row.locator(".release-name")).to_have_text(SCHINDLERS_LIST_2160P)
+    await expect(row.locator(".chip")).to_have_text(["2160p", "REMUX", "HDR", "x265"])
+    await expect(row.locator("td.size")).to_have_text("62.0 GiB")
+    await expect(row.locator("td.seeders")).to_have_text("1500")
+    await expect(row.locator("td.added")).to_have_text("2024-11-26")
+    badge = row.get_by_role("link")
+    await expect(badge).to_have_text("In library: 1080p Upgrade to 2160p")
+    await expect(badge).to_have_attribute("href", _item_url(site, item_id))
+    await _screenshot(page, "search-in-library", tmp_path)
+
+    # "Hide titles already in the library" hides the copy Jellyfin has, never the upgrade of it.
+    await page.locator("#resolution").select_option("")
+    await page.locator("#hide-owned").check()
+    await expect(owned).to_be_hidden()
+    await expect(row).to_be_visible()
+    await expect(page.locator("#filter-summary")).to_have_text(f"Showing {total - 1} of {total} results.")
+    await page.locator("#min-seeders").fill("1400")
+    await expect(shown).to_have_count(1)
+    await page.locator("#max-size").fill("50")
+    await expect(shown).to_have_count(0)
+    await expect(page.locator("#filter-summary")).to_have_text(
+        f"No results match the filters ({total} hidden)."
+    )
+    await page.locator("#clear-filters").click()
+    await expect(shown).to_have_count(total)
+    assert len(asked) == 1
+
+    # Downloaded into Movies, the IMDb id handed on: the organized folder Jellyfin already knows.
+    await row.locator("select.library").select_option("Movies")
+    await row.locator("button.download").click()
+    await expect(page.locator("#feedback")).to_contain_text(
+        f"Saving to /media/movies/{SCHINDLERS_LIST_FOLDER}"
+    )
+    torrent = await _listed_by_qbittorrent(site, upgrade_hash)
+    assert torrent["save_path"].rstrip("/") == str(site.library / "movies" / SCHINDLERS_LIST_FOLDER)
+    assert f"jellyfin-gateway-imdb:{SCHINDLERS_LIST_IMDB}" in _tags(torrent)
+
+
+async def test_a_search_handed_over_in_the_address_runs_at_once(context: BrowserContext, site: Site) -> None:
+    page = await _signed_in_page(context, site)
+    asked = _finds_asked(page)
+    await page.goto(site.ui + f"/search?q=schindler&imdb={SCHINDLERS_LIST_IMDB}&type=movie")
+    await expect(page.locator("tr.result").first).to_be_visible()
+    await expect(page.locator("#q")).to_have_value("schindler")
+    await expect(page.locator("#type")).to_have_value("movie")
+    await expect(page.locator("#imdb-id")).to_have_text(SCHINDLERS_LIST_IMDB)
+    [find] = asked
+    assert dict(find.query) == {"q": "schindler", "imdb": SCHINDLERS_LIST_IMDB, "type": "movie"}
+
+    # The id can be dropped; the next search is by the text alone, and the address says so.
+    await page.locator("#imdb-clear").click()
+    await expect(page.locator("#imdb-only")).to_be_hidden()
+    await expect(page.locator("#q")).to_be_focused()
+    await page.keyboard.press("Enter")
+    assert await wait_until(lambda: len(asked) == 2)
+    assert dict(asked[1].query) == {"q": "schindler", "type": "movie"}
+    await expect(page).to_have_url(site.ui + "/search?q=schindler&type=movie")
+
+
+def _release(name: str, **fields: Any) -> dict[str, Any]:
+    """A /torrent/find result with every key, null where ``fields`` says nothing."""
+    keys = (
+        "InfoHash Size Seeders Leechers Added Sources Imdb Title Year Season Episode Resolution Source"
+        " Codec Hdr InLibrary"
+    )
+    return {"Name": name} | dict.fromkeys(keys.split()) | fields
+
+
+async def test_the_sources_line_names_every_source_and_marks_the_failing_ones(
+    context: BrowserContext, site: Site, tmp_path: Path
+) -> None:
+    answer = {
+        "Results": [
+            _release(
+                "Some.Show.S02E05.720p.WEB-DL.x264-GRP",
+                InfoHash="a" * 40,
+                Size=1_500_000_000,
+                Seeders=12,
+                Leechers=3,
+                Added="2025-02-03T04:05:06+00:00",
+                Sources=["prowlarr", "jackett"],
+                Season=2,
+                Episode=5,
+                Resolution="720p",
+                Source="WEB-DL",
+                Codec="x264",
+            ),
+            # Whatever the indexers send stays text, and only a same-origin address becomes a link.
+            _release(
+                XSS_NAME,
+                InfoHash="b" * 40,
+                Sources=[XSS_NAME],
+                Resolution=XSS_NAME,
+                InLibrary={
+                    "ItemId": "x",
+                    "Name": XSS_NAME,
+                    "Year": None,
+                    "Resolution": XSS_NAME,
+                    "Url": "javascript:alert(1)",
+                },
+            ),
+        ],
+        "Sources": [
+            {"Name": "apibay", "Ok": True, "Count": 100, "Ms": 120, "Error": None},
+            {"Name": "prowlarr", "Ok": True, "Count": 37, "Ms": 800, "Error": None},
+            {"Name": "jackett", "Ok": False, "Count": 0, "Ms": None, "Error": "timed out"},
+            {"Name": XSS_NAME, "Ok": False, "Count": 0, "Ms": 3, "Error": XSS_NAME},
+        ],
+    }
+
+    async def canned(route: Route) -> None:
+        await route.fulfill(status=200, content_type="application/json", body=json.dumps(answer))
+
+    page = await _signed_in_page(context, site)
+    await page.route("**/torrent/find?*", canned)
+    await page.goto(site.ui + "/search")
+    await page.locator("#q").fill("some show")
+    await page.locator("#search-submit").click()
+    await expect(page.locator("tr.result")).to_have_count(2)
+    items = page.locator("#sources-status li")
+    await expect(items).to_have_text(
+        ["apibay 100", "prowlarr 37", "✗ jackett failed: timed out", f"✗ {XSS_NAME} failed: {XSS_NAME}"]
+    )
+    await expect(page.locator("#sources-status li.failed")).to_have_count(2)
+    show = page.locator(f'tr.result[data-hash="{"a" * 40}"]')
+    await expect(show.locator(".chip")).to_have_text(["S02E05", "720p", "WEB-DL", "x264"])
+    await expect(show.locator("td.sources")).to_have_text("prowlarr, jackett")
+    await expect(show.locator("td.added")).to_have_text("2025-02-03")
+    odd = page.locator(f'tr.result[data-hash="{"b" * 40}"]')
+    await expect(odd.locator(".library-badge")).to_have_text(f"In library: {XSS_NAME}")
+    await expect(odd.get_by_role("link")).to_have_count(0)
+    assert await page.locator("#main img").count() == 0
+    # Long odd values wrap inside their cells: the table stays within the window.
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 1280
+    await _screenshot(page, "search-sources", tmp_path)
 
 
 @dataclass
@@ -640,14 +872,23 @@ async def test_the_search_page_fits_a_phone(browser: Browser, site: Site, tmp_pa
     )
     context.set_default_timeout(TIMEOUT_MS)
     try:
+        _schindlers_list_in_jellyfin(site)
+        upgrade_hash = _a_2160p_release_on_apibay(site)
         page = await _signed_in_page(context, site)
-        await page.goto(site.ui + "/search")
-        await page.locator("#q").fill("movie")
-        await page.locator("#search-submit").click()
-        await expect(page.locator("tr.result").first).to_be_visible()
+        await page.goto(site.ui + "/search?q=movie")  # a handed-over search runs at once
+        row = page.locator(f'tr.result[data-hash="{upgrade_hash}"]')
+        await expect(row.get_by_role("link")).to_have_text("In library: 1080p Upgrade to 2160p")
+        # The filters wait behind their summary on a phone, a tap (or Enter) away.
+        await expect(page.locator("#resolution")).to_be_hidden()
+        await page.locator("#filters summary").click()
+        await page.locator("#resolution").select_option("2160p")
+        await expect(page.locator("#filters summary")).to_have_text("Filter results (1 on)")
+        await expect(page.locator("tr.result:visible")).to_have_count(1)
         # Nothing wider than the screen: no sideways scrolling on a phone.
         assert await page.evaluate("document.documentElement.scrollWidth") <= 390
         await _screenshot(page, "search-phone", tmp_path, full_page=False)
+        await row.scroll_into_view_if_needed()
+        await _screenshot(page, "search-phone-result", tmp_path, full_page=False)
     finally:
         await context.close()
     assert site.problems == [], site.problems

@@ -25,7 +25,7 @@ async def test_every_torrent_route_is_documented_with_its_method(
     }
     served.discard(("/openapi.json", "GET"))
     assert documented == served
-    assert len(served) == 13  # the spec's 9, /events, /health, /libraries/mapped and /landings
+    assert len(served) == 14  # the spec's 9, /events, /health, /libraries/mapped, /landings and /find
     for item in document["paths"].values():
         for operation in item.values():
             assert "200" in operation["responses"]

@@ -188,7 +188,7 @@ def test_each_field_default_is_its_variables_default_parsed() -> None:
 def test_secrets_are_exactly_the_settings_left_out_of_repr() -> None:
     hidden = {f.name for f in dataclasses.fields(Settings) if not f.repr}
     assert hidden == {option.attr for option in OPTIONS if option.secret}
-    assert hidden == {"qbittorrent_password", "jellyfin_api_key"}
+    assert hidden == {"qbittorrent_password", "jellyfin_api_key", "torznab_indexers"}
 
 
 def _readme_settings_rows() -> dict[str, tuple[str, str]]:
