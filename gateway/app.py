@@ -37,6 +37,7 @@ from .settings import Settings
 from .torrent_api import create_torrent_app
 from .torznab import TorznabClient
 from .watcher import TorrentWatcher
+from .web_inject import web_index_for
 
 #: Connections to Jellyfin for proxied traffic. Streams hold one for their whole length; this caps
 #: sockets, not users.
@@ -132,6 +133,7 @@ def create_app(settings: Settings) -> web.Application:
                     settings.jellyfin_origin,
                     settings.trusted_proxies,
                     ws_max_message=settings.ws_max_message,
+                    web_index=web_index_for(settings),
                 ),
             )
             jellyfin = JellyfinClient(

@@ -19,9 +19,10 @@ from aiohttp import ClientSession, WebSocketError, WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
-from .forwarding import IPNetwork, apply_forwarding
+from .forwarding import IPNetwork, apply_forwarding, forwarding_headers
 from .logs import redact_target
 from .upstream import connect_failure
+from .web_inject import WebIndex, read_capped
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ _HOP_BY_HOP = frozenset(
 _WS_HANDSHAKE = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
 )
+# Answers whose absolute Location Jellyfin may build from the Host it saw.
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_GET_OR_HEAD = frozenset({"GET", "HEAD"})
 # Close codes that may not be sent in a close frame (RFC 6455 7.4.1).
 _UNSENDABLE_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
 
@@ -75,6 +79,8 @@ class ProxyConfig:
     trusted_proxies: tuple[IPNetwork, ...]
     #: Largest WebSocket message relayed either way (bytes); a larger one closes both sides with 1009.
     ws_max_message: int
+    #: Jellyfin web's index.html, which gets the gateway's script tag; None: /web passes unchanged.
+    web_index: WebIndex | None = None
 
 
 class Proxy:
@@ -83,6 +89,10 @@ class Proxy:
     def __init__(self, session: ClientSession, config: ProxyConfig) -> None:
         self._session = session
         self._config = config
+        self._web_index = config.web_index
+        # The one check every request pays: a set lookup (empty when WEB_INJECT is off).
+        self._web_index_paths = config.web_index.paths if config.web_index else frozenset()
+        self._origin = str(config.origin)
 
     def _request_headers(self, request: web.Request, *, websocket: bool = False) -> CIMultiDict[str]:
         headers = end_to_end_headers(request.headers)
@@ -104,9 +114,16 @@ class Proxy:
         url = upstream_url(self._config.origin, request.raw_path)
         headers = self._request_headers(request)
         body = _stream(request.content) if request.body_exists else None
+        method = request.method
+        web_index = self._web_index if request.path.lower() in self._web_index_paths else None
+        if web_index is not None and method in _GET_OR_HEAD:
+            web_index.upstream_headers(headers)
+            method = "GET"  # a HEAD is answered from the document: its length is the injected one
+        else:
+            web_index = None
         try:
             upstream = await self._session.request(
-                request.method,
+                method,
                 url,
                 headers=headers,
                 data=body,
@@ -123,26 +140,49 @@ class Proxy:
             return _gateway_error(request, 502, f"Jellyfin broke off the exchange ({type(exc).__name__})")
 
         try:
+            if web_index is not None:
+                return await self._send_web_index(request, upstream, web_index)
             return await self._send_response(request, upstream)
         finally:
             upstream.release()
 
+    async def _send_web_index(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, web_index: WebIndex
+    ) -> web.StreamResponse:
+        """Jellyfin web's index.html with the gateway's script; anything else goes on unchanged."""
+        if not web_index.can_inject(upstream):
+            return await self._send_response(request, upstream)
+        try:
+            document, whole = await read_capped(upstream.content)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return _gateway_error(request, 502, f"Jellyfin broke off index.html ({type(exc).__name__})")
+        if not whole:
+            return await self._send_response(request, upstream, already_read=document)
+        return web_index.respond(request, upstream, end_to_end_headers(upstream.headers), document)
+
     async def _send_response(
-        self, request: web.Request, upstream: aiohttp.ClientResponse
+        self, request: web.Request, upstream: aiohttp.ClientResponse, *, already_read: bytes = b""
     ) -> web.StreamResponse:
         headers = end_to_end_headers(upstream.headers)
+        if upstream.status in _REDIRECTS and "Location" in headers:
+            headers["Location"] = self._client_location(request, headers["Location"])
         content = upstream.content
         if content.is_eof() and "Content-Length" in headers and request.method != "HEAD":
             # The whole (small) body came with the headers: answer with one write instead of two.
             # On loopback each send costs about as much as the rest of the request, so this
             # matters for the many small JSON calls a Jellyfin client makes.
             return web.Response(
-                status=upstream.status, reason=upstream.reason, headers=headers, body=content.read_nowait()
+                status=upstream.status,
+                reason=upstream.reason,
+                headers=headers,
+                body=already_read + content.read_nowait(),
             )
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
         has_body = request.method != "HEAD" and upstream.status not in (204, 304)
         try:
             await response.prepare(request)
+            if has_body and already_read:
+                await response.write(already_read)
             while has_body:
                 try:
                     chunk = await content.readany()
@@ -167,6 +207,23 @@ class Proxy:
             logger.debug("client left during %s %s", request.method, redact_target(request.raw_path))
             upstream.close()
         return response
+
+    def _client_location(self, request: web.Request, location: str) -> str:
+        """An absolute Location on Jellyfin's own origin, moved to the origin the client used.
+
+        Jellyfin builds absolute redirects (``<BaseUrl>/web`` → ``…/web/``) from the Host it sees;
+        sent on as they are, they would lead the client past the gateway.
+        """
+        origin = self._origin
+        rest = location[len(origin) :]
+        if location[: len(origin)].lower() != origin.lower() or rest[:1] not in ("", "/", "?", "#"):
+            return location
+        seen = forwarding_headers(request, self._config.trusted_proxies)
+        host = seen.get("X-Forwarded-Host", "").split(",")[0].strip()
+        scheme = seen.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip().lower()
+        if not host or scheme not in ("http", "https"):
+            return location
+        return f"{scheme}://{host}{rest}"
 
     async def _relay_websocket(self, request: web.Request) -> web.StreamResponse:
         url = upstream_url(self._config.origin, request.raw_path)

@@ -367,6 +367,12 @@ class Settings:
         _positive_int,
         "most /torrent/events listeners per process (more get 503)",
     )
+    web_inject: bool = _setting(
+        "WEB_INJECT",
+        "true",
+        _bool,
+        "add the gateway's script tag to Jellyfin web's index.html (false: /web passes unchanged)",
+    )
     #: Set by the supervisor, not by a variable: which of GATEWAY_WORKERS this process is (0 notifies).
     worker_index: int = 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import gzip
 import hashlib
 import json
 import logging
@@ -269,6 +270,10 @@ class StandinState:
         self.pending_scans: dict[str | None, asyncio.Task[None]] = {}
         self.media: bytes = deterministic_media(media_size)
         self.media_last_modified: datetime = datetime(2024, 1, 1, tzinfo=UTC)
+        #: Jellyfin web's index.html (None: a small stub) and other files under /web/ by name.
+        self.web_index_html: str | None = None
+        self.web_files: dict[str, bytes] = {}
+        self.web_last_modified: datetime = datetime(2024, 1, 1, tzinfo=UTC)
         if with_defaults:
             self.populate_defaults()
 
@@ -1867,20 +1872,131 @@ async def health(ctx: RequestContext) -> web.StreamResponse:
 
 
 async def web_root(ctx: RequestContext) -> web.StreamResponse:
-    """``/web`` → 301 to ``/web/`` (DefaultFiles); ``/web/`` serves a stub index.html."""
+    """``/web`` → 301 to ``/web/`` (DefaultFiles); ``/web/`` serves index.html.
+
+    DefaultFiles builds an absolute Location from the Host Jellyfin sees (scheme://Host PathBase
+    Path/ QueryString), so behind a proxy it names whatever address reached Jellyfin.
+    """
     if not ctx.path.endswith("/"):
-        query = ctx.request.query_string
-        location = f"{ctx.base_url}{ctx.path}/" + (f"?{query}" if query else "")
-        return redirect_response(quote(location, safe="/?&=%"), status=301)
+        request = ctx.request
+        query = request.query_string
+        location = f"{request.scheme}://{request.host}" + quote(f"{request.path}/", safe="/%")
+        return redirect_response(location + (f"?{query}" if query else ""), status=301)
     return await web_index(ctx)
 
 
+#: The stub served when a test gives no index.html of its own.
+WEB_INDEX_STUB = "<!DOCTYPE html><html><head><title>Jellyfin</title></head><body></body></html>"
+# FileExtensionContentTypeProvider (.NET 8) for the files jellyfin-web ships.
+_WEB_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+    ".woff2": "font/woff2",
+    ".wasm": "application/wasm",
+}
+# ResponseCompressionDefaults.MimeTypes: what Jellyfin compresses (Brotli or gzip) on plain HTTP.
+_COMPRESSIBLE = frozenset(
+    {
+        "text/plain",
+        "text/css",
+        "application/javascript",
+        "text/javascript",
+        "text/html",
+        "application/xml",
+        "text/xml",
+        "application/json",
+        "text/json",
+        "application/wasm",
+    }
+)
+
+
 async def web_index(ctx: RequestContext) -> web.StreamResponse:
-    """A stub of the web client's index.html, so redirects can be followed."""
-    html = "<!DOCTYPE html><html><head><title>Jellyfin</title></head><body></body></html>"
-    response = text_response(html, content_type="text/html")
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+    """``/web/`` and ``/web/index.html``: the static file, with ``Cache-Control: no-cache`` (10.11)."""
+    html = ctx.state.web_index_html
+    data = (WEB_INDEX_STUB if html is None else html).encode("utf-8")
+    return web_static_file(ctx, data, "text/html", {"Cache-Control": "no-cache"})
+
+
+async def web_file(ctx: RequestContext) -> web.StreamResponse:
+    """Any other file of jellyfin-web, from ``StandinState.web_files``."""
+    name = ctx.params["file"]
+    data = ctx.state.web_files.get(name)
+    if data is None:
+        return empty_response(404)
+    content_type = _WEB_TYPES.get(posixpath.splitext(name)[1].lower(), "application/octet-stream")
+    return web_static_file(ctx, data, content_type)
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            quality = params.strip().lower().removeprefix("q=")
+            try:
+                return not params or float(quality) > 0
+            except ValueError:
+                return False
+    return False
+
+
+def web_static_file(
+    ctx: RequestContext, data: bytes, content_type: str, extra: Mapping[str, str] | None = None
+) -> web.Response:
+    """StaticFileMiddleware plus ResponseCompression, as Jellyfin serves jellyfin-web.
+
+    ETag from file time and length (``"hex(ToFileTime ^ length)"``), Last-Modified, Accept-Ranges;
+    412/304 from the validators; one byte range on GET (206/416); HEAD without a body. A compressible
+    type gets ``Vary: Accept-Encoding`` when the request names encodings, and is gzipped when gzip is
+    accepted, but never a 206 (a Content-Range stops compression). The ETag stays the same either way.
+    """
+    request = ctx.request
+    last_modified = ctx.state.web_last_modified.replace(microsecond=0)
+    file_time = int((last_modified - datetime(1601, 1, 1, tzinfo=UTC)).total_seconds()) * 10_000_000
+    etag = f'"{file_time ^ len(data):x}"'
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": etag,
+        "Last-Modified": format_datetime(last_modified, usegmt=True),
+        **(extra or {}),
+    }
+    answered = _preconditions(request, etag, last_modified, headers)
+    if answered is not None:
+        return answered
+
+    headers["Content-Type"] = content_type
+    range_header = request.headers.get("Range") if request.method == "GET" else None
+    if range_header is not None and (if_range := request.headers.get("If-Range")):
+        if if_range.strip().startswith(('"', "W/")):
+            honour = if_range.strip() == etag
+        else:
+            date = _http_date(if_range)
+            honour = date is not None and last_modified <= date
+        if not honour:
+            range_header = None
+    if range_header is not None:
+        byte_range = parse_byte_range(range_header, len(data))
+        if byte_range is None:
+            headers["Content-Range"] = f"bytes */{len(data)}"
+            del headers["Content-Type"]
+            return empty_response(416, headers)
+        if byte_range is not False:
+            assert isinstance(byte_range, tuple)
+            start, end = byte_range
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+            return web.Response(status=206, body=data[start : end + 1], headers=headers)
+    accept_encoding = request.headers.get("Accept-Encoding")
+    if accept_encoding and content_type in _COMPRESSIBLE:
+        headers["Vary"] = "Accept-Encoding"
+        if _accepts_gzip(accept_encoding):
+            headers["Content-Encoding"] = "gzip"
+            data = gzip.compress(data, mtime=0)
+    return web.Response(status=200, body=data, headers=headers)
 
 
 # -- static streaming --------------------------------------------------------
@@ -1908,6 +2024,29 @@ def _etag_list(value: str) -> list[str]:
 def _weak_equal(a: str, b: str) -> bool:
     """Weak comparison: ignore a ``W/`` prefix."""
     return a.removeprefix("W/") == b.removeprefix("W/")
+
+
+def _preconditions(
+    request: web.Request, etag: str, last_modified: datetime, headers: Mapping[str, str]
+) -> web.Response | None:
+    """ASP.NET's static-file preconditions: 412 for If-Match/If-Unmodified-Since, 304 for
+    If-None-Match (weak comparison, ``*``) or, without it, If-Modified-Since; else None."""
+    if_match = request.headers.get("If-Match")
+    if if_match and "*" not in if_match and etag not in _etag_list(if_match):
+        return empty_response(412, headers)
+    unmodified_since = _http_date(request.headers.get("If-Unmodified-Since"))
+    if unmodified_since and last_modified > unmodified_since:
+        return empty_response(412, headers)
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match:
+        tags = _etag_list(if_none_match)
+        if "*" in tags or any(_weak_equal(tag, etag) for tag in tags):
+            return empty_response(304, headers)
+    else:
+        modified_since = _http_date(request.headers.get("If-Modified-Since"))
+        if modified_since and last_modified <= modified_since:
+            return empty_response(304, headers)
+    return None
 
 
 def parse_byte_range(header: str, length: int) -> tuple[int, int] | bool | None:
@@ -1955,21 +2094,9 @@ async def video_stream(ctx: RequestContext) -> web.StreamResponse:
         "Last-Modified": format_datetime(last_modified, usegmt=True),
     }
 
-    if_match = request.headers.get("If-Match")
-    if if_match and "*" not in if_match and etag not in _etag_list(if_match):
-        return empty_response(412, headers)
-    unmodified_since = _http_date(request.headers.get("If-Unmodified-Since"))
-    if unmodified_since and last_modified > unmodified_since:
-        return empty_response(412, headers)
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match:
-        tags = _etag_list(if_none_match)
-        if "*" in tags or any(_weak_equal(tag, etag) for tag in tags):
-            return empty_response(304, headers)
-    else:
-        modified_since = _http_date(request.headers.get("If-Modified-Since"))
-        if modified_since and last_modified <= modified_since:
-            return empty_response(304, headers)
+    answered = _preconditions(request, etag, last_modified, headers)
+    if answered is not None:
+        return answered
 
     headers["Content-Type"] = VIDEO_CONTENT_TYPES.get(container, "video/mp4")
     range_header = request.headers.get("Range")
@@ -2112,6 +2239,7 @@ DEFAULT_ROUTES: tuple[Route, ...] = (
     route("*", "/health", Policy.ANONYMOUS, health),
     route("GET,HEAD", "/web", Policy.ANONYMOUS, web_root),
     route("GET,HEAD", "/web/index.html", Policy.ANONYMOUS, web_index),
+    route("GET,HEAD", "/web/{file}", Policy.ANONYMOUS, web_file),
 )
 
 
