@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from .apibay import ApibayClient
 from .auth import CREDENTIALS
 from .keys import APIBAY, LIBRARY_INDEX, RELEASE_READER, SETTINGS, TORZNAB, WATCHER
 from .library_index import InLibrary, LibraryIndex
-from .releases import ReleaseReader, parse
+from .releases import Release, ReleaseReader, parse
 from .torznab import TorznabClient, TorznabResult
 from .upstream import UpstreamError
 from .validation import BadRequest, imdb_id, query_value
@@ -41,16 +41,11 @@ _HEX = frozenset("0123456789abcdef")
 
 @dataclass
 class Found:
-    """One release as one source lists it."""
+    """One release, merged from every source that listed it (apibay's rows are read into the same
+    record as an indexer's results)."""
 
-    name: str
-    info_hash: str
-    size: int | None
-    seeders: int | None
-    leechers: int | None
-    added: datetime | None
-    imdb: str | None
-    sources: list[str] = field(default_factory=list)
+    release: TorznabResult
+    sources: list[str]
 
 
 @dataclass(frozen=True)
@@ -71,7 +66,7 @@ def _int(text: str) -> int | None:
     return value if value >= 0 else None
 
 
-def from_apibay(row: dict[str, str]) -> Found | None:
+def from_apibay(row: dict[str, str]) -> TorznabResult | None:
     """An apibay row (every field a string) as a release; None without a usable hash."""
     info_hash = row.get("info_hash", "").strip().lower()
     if len(info_hash) != 40 or not set(info_hash) <= _HEX:
@@ -81,7 +76,7 @@ def from_apibay(row: dict[str, str]) -> Found | None:
         imdb = imdb_id(row.get("imdb", ""))
     except BadRequest:
         imdb = None
-    return Found(
+    return TorznabResult(
         name=row.get("name", ""),
         info_hash=info_hash,
         size=_int(row.get("size", "")),
@@ -92,38 +87,33 @@ def from_apibay(row: dict[str, str]) -> Found | None:
     )
 
 
-def from_torznab(result: TorznabResult) -> Found:
-    return Found(
-        result.name,
-        result.info_hash,
-        result.size,
-        result.seeders,
-        result.leechers,
-        result.added,
-        result.imdb,
-    )
-
-
-def merge(lists: list[tuple[str, list[Found]]]) -> list[Found]:
+def merge(lists: list[tuple[str, list[TorznabResult]]]) -> list[Found]:
     """One entry per info hash: the most seeders and leechers any source saw, every source that
     listed it, and the other fields from the first source that had them (apibay first)."""
     merged: dict[str, Found] = {}
-    for source, found in lists:
-        for release in found:
-            known = merged.get(release.info_hash)
-            if known is None:
-                merged[release.info_hash] = Found(**{**release.__dict__, "sources": [source]})
+    for source, releases in lists:
+        for release in releases:
+            found = merged.get(release.info_hash)
+            if found is None:
+                merged[release.info_hash] = Found(release, [source])
                 continue
-            if source not in known.sources:
-                known.sources.append(source)
-            known.seeders = _max(known.seeders, release.seeders)
-            known.leechers = _max(known.leechers, release.leechers)
-            known.size = known.size if known.size is not None else release.size
-            known.added = known.added or release.added
-            known.imdb = known.imdb or release.imdb
-    return sorted(
-        merged.values(), key=lambda r: (r.seeders is None, -(r.seeders or 0), -(r.leechers or 0), r.name)
-    )
+            if source not in found.sources:
+                found.sources.append(source)
+            known = found.release
+            found.release = replace(
+                known,
+                seeders=_max(known.seeders, release.seeders),
+                leechers=_max(known.leechers, release.leechers),
+                size=known.size if known.size is not None else release.size,
+                added=known.added or release.added,
+                imdb=known.imdb or release.imdb,
+            )
+    return sorted(merged.values(), key=_by_seeders)
+
+
+def _by_seeders(found: Found) -> tuple[bool, int, int, str]:
+    release = found.release
+    return (release.seeders is None, -(release.seeders or 0), -(release.leechers or 0), release.name)
 
 
 def _max(a: int | None, b: int | None) -> int | None:
@@ -160,14 +150,14 @@ def _search_of(request: web.Request) -> Search:
     )
 
 
-async def _apibay(client: ApibayClient, search: Search) -> list[Found]:
+async def _apibay(client: ApibayClient, search: Search) -> list[TorznabResult]:
     # apibay finds a title by its IMDb id too, when there is no text to search for.
     rows = await client.search_all(search.query or search.imdb or "", APIBAY_CATEGORIES[search.kind])
-    return [found for row in rows if (found := from_apibay(row)) is not None]
+    return [release for row in rows if (release := from_apibay(row)) is not None]
 
 
-async def _torznab(client: TorznabClient, search: Search) -> list[Found]:
-    results = await client.search(
+async def _torznab(client: TorznabClient, search: Search) -> list[TorznabResult]:
+    return await client.search(
         search.query or search.imdb or "",
         kind=search.kind,  # type: ignore[arg-type]
         imdb=search.imdb,
@@ -175,7 +165,6 @@ async def _torznab(client: TorznabClient, search: Search) -> list[Found]:
         episode=search.episode,
         limit=MAX_LIMIT,
     )
-    return [from_torznab(result) for result in results]
 
 
 class _Waiting:
@@ -187,9 +176,9 @@ class _Waiting:
         self.sources = sources
         self.limit = limit
         self._reader = reader
-        self._seen: list[Found] = []
+        self._seen: list[TorznabResult] = []
 
-    async def read_names(self, found: list[Found]) -> None:
+    async def read_names(self, found: list[TorznabResult]) -> None:
         self._seen += found
         if self.sources:
             # The merged first `limit` (by the most seeders any source saw) are among these.
@@ -198,11 +187,11 @@ class _Waiting:
 
 
 async def _timed(
-    name: str, call: Awaitable[list[Found]], waiting: _Waiting
-) -> tuple[str, list[Found] | None, str | None, float]:
+    name: str, call: Awaitable[list[TorznabResult]], waiting: _Waiting
+) -> tuple[str, list[TorznabResult] | None, str | None, float]:
     started = time.monotonic()
     try:
-        found: list[Found] | None = await call
+        found: list[TorznabResult] | None = await call
         error = None
     except UpstreamError as exc:
         found, error = None, exc.reason
@@ -215,8 +204,8 @@ async def _timed(
     return name, found, error, took
 
 
-def _release_json(release: Found, mark: dict[str, Any] | None) -> dict[str, Any]:
-    parsed = parse(release.name)
+def _release_json(found: Found, parsed: Release, mark: dict[str, Any] | None) -> dict[str, Any]:
+    release = found.release
     return {
         "Name": release.name,
         "InfoHash": release.info_hash,
@@ -224,7 +213,7 @@ def _release_json(release: Found, mark: dict[str, Any] | None) -> dict[str, Any]
         "Seeders": release.seeders,
         "Leechers": release.leechers,
         "Added": release.added.astimezone(UTC).isoformat() if release.added else None,
-        "Sources": release.sources,
+        "Sources": found.sources,
         "Imdb": release.imdb,
         "Title": parsed.title,
         "Year": parsed.year,
@@ -238,14 +227,15 @@ def _release_json(release: Found, mark: dict[str, Any] | None) -> dict[str, Any]
     }
 
 
-def _mark(index: LibraryIndex, release: Found, kind: str, url: Callable[[str], str]) -> dict[str, Any] | None:
-    parsed = parse(release.name)
+def _mark(
+    index: LibraryIndex, imdb: str | None, parsed: Release, kind: str, url: Callable[[str], str]
+) -> dict[str, Any] | None:
     season = parsed.seasons[0] if parsed.seasons else None
     episode = parsed.episodes[0] if parsed.episodes else None
     if kind == "any":
         kind = "tv" if season is not None or episode is not None else "movie"
     found: InLibrary | None = index.match(
-        imdb=release.imdb, title=parsed.title, year=parsed.year, season=season, episode=episode, kind=kind
+        imdb=imdb, title=parsed.title, year=parsed.year, season=season, episode=episode, kind=kind
     )
     if found is None:
         return None
@@ -279,7 +269,7 @@ async def find(request: web.Request) -> web.Response:
     for task in pending:
         task.cancel()
     sources: list[dict[str, Any]] = []
-    lists: list[tuple[str, list[Found]]] = []
+    lists: list[tuple[str, list[TorznabResult]]] = []
     for name, task in zip(names, tasks, strict=True):
         if task in done:
             _, found, error, ms = task.result()
@@ -300,18 +290,19 @@ async def find(request: web.Request) -> web.Response:
                 "Error": error,
             }
         )
-    releases = merge(lists)[: search.limit]
-    await reader.read([release.name for release in releases])
+    merged = merge(lists)[: search.limit]
+    await reader.read([entry.release.name for entry in merged])
     ready = False
     try:
         ready = await asyncio.wait_for(asyncio.shield(marks_ready), MARKS_WAIT)
         await asyncio.wait_for(asyncio.shield(server_id), MARKS_WAIT)
     except TimeoutError:
         pass
-    results = [
-        _release_json(release, _mark(index, release, search.kind, book.url) if ready else None)
-        for release in releases
-    ]
+    results = []
+    for entry in merged:
+        parsed = parse(entry.release.name)  # from the cache the reader filled
+        mark = _mark(index, entry.release.imdb, parsed, search.kind, book.url) if ready else None
+        results.append(_release_json(entry, parsed, mark))
     logger.debug(
         "find %r (%s): %d results from %s",
         search.query or search.imdb,

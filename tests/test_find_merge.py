@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gateway.find import Found, from_apibay, merge
+from gateway.find import from_apibay, merge
+from gateway.torznab import TorznabResult
 
 HASH_A = "a" * 40
 HASH_B = "b" * 40
@@ -30,7 +31,7 @@ def _row(**fields: str) -> dict[str, str]:
 
 def test_an_apibay_row_becomes_a_typed_release() -> None:
     found = from_apibay(_row())
-    assert found == Found(
+    assert found == TorznabResult(
         name="Alien.1979.REMASTERED.1080p.BluRay.x264-GRP",
         info_hash=HASH_A,
         size=8_000_000_000,
@@ -49,7 +50,7 @@ def test_odd_apibay_fields_become_unknown_and_a_row_without_a_hash_is_dropped() 
     assert from_apibay(_row(info_hash="z" * 40)) is None
 
 
-def _found(info_hash: str, seeders: int | None, leechers: int | None = 1, **fields: object) -> Found:
+def _found(info_hash: str, seeders: int | None, leechers: int | None = 1, **fields: object) -> TorznabResult:
     base: dict[str, object] = {
         "name": f"release-{info_hash[0]}",
         "info_hash": info_hash,
@@ -59,7 +60,7 @@ def _found(info_hash: str, seeders: int | None, leechers: int | None = 1, **fiel
         "added": None,
         "imdb": None,
     }
-    return Found(**{**base, **fields})  # type: ignore[arg-type]
+    return TorznabResult(**{**base, **fields})  # type: ignore[arg-type]
 
 
 def test_releases_merge_by_hash_with_the_most_seeders_and_every_source() -> None:
@@ -71,22 +72,22 @@ def test_releases_merge_by_hash_with_the_most_seeders_and_every_source() -> None
             ("jackett", [_found(HASH_A, 20, 9, size=999)]),
         ]
     )
-    assert [r.info_hash for r in merged] == [HASH_B, HASH_A]  # sorted by seeders
+    assert [r.release.info_hash for r in merged] == [HASH_B, HASH_A]  # sorted by seeders
     alien = merged[1]
-    assert (alien.seeders, alien.leechers) == (30, 9)
+    assert (alien.release.seeders, alien.release.leechers) == (30, 9)
     assert alien.sources == ["apibay", "prowlarr", "jackett"]
-    assert alien.size == 100  # the first source that knew it
-    assert alien.imdb == "tt0078748"
-    assert alien.added == added
+    assert alien.release.size == 100  # the first source that knew it
+    assert alien.release.imdb == "tt0078748"
+    assert alien.release.added == added
 
 
 def test_merging_never_changes_the_sources_own_lists() -> None:
     original = _found(HASH_A, 10)
     merge([("apibay", [original]), ("prowlarr", [_found(HASH_A, 30)])])
     assert original.seeders == 10
-    assert original.sources == []
+    assert original == _found(HASH_A, 10)
 
 
 def test_unknown_seeders_sort_last() -> None:
     merged = merge([("apibay", [_found(HASH_A, None), _found(HASH_B, 0)])])
-    assert [r.info_hash for r in merged] == [HASH_B, HASH_A]
+    assert [r.release.info_hash for r in merged] == [HASH_B, HASH_A]
