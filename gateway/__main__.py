@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +20,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jellyfin-gateway: error: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
+    # `kill -USR1 <pid>` writes every thread's stack to the log: what a hung process was doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if settings.workers > 1:
         return supervise(settings)
     return run(settings)

@@ -22,7 +22,7 @@ from yarl import URL
 from .forwarding import IPNetwork, apply_forwarding, forwarding_headers
 from .logs import redact_target
 from .upstream import connect_failure
-from .web_inject import WebIndex, read_capped
+from .web_inject import WebIndex, read_up_to
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class Proxy:
         if not web_index.can_inject(upstream):
             return await self._send_response(request, upstream)
         try:
-            document, whole = await read_capped(upstream.content)
+            document, whole = await read_up_to(upstream.content)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return _gateway_error(request, 502, f"Jellyfin broke off index.html ({type(exc).__name__})")
         if not whole:

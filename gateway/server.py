@@ -123,6 +123,10 @@ def _run_worker(settings: Settings) -> None:
     sys.exit(run(settings, reuse_port=True))
 
 
+#: Seconds between the supervisor's looks at its workers when none has exited.
+SUPERVISOR_POLL = 1.0
+
+
 def supervise(settings: Settings) -> int:
     """Run ``settings.workers`` processes sharing the port through SO_REUSEPORT.
 
@@ -159,7 +163,9 @@ def supervise(settings: Settings) -> int:
         running = [w.sentinel for w in workers if w.exitcode is None]
         if not running:
             break
-        multiprocessing.connection.wait(running)
+        # Woken by a worker's exit; the timeout looks again in any case (a sentinel that never
+        # became readable left a dying worker's survivor running in CI, once in several runs).
+        multiprocessing.connection.wait(running, timeout=SUPERVISOR_POLL)
     for worker in workers:
         worker.join()
     return status

@@ -139,7 +139,7 @@ def inject(document: bytes, tag: bytes) -> bytes:
     return document[: end.start()] + tag + document[end.start() :]
 
 
-async def read_capped(content: aiohttp.StreamReader, cap: int = MAX_DOCUMENT) -> tuple[bytes, bool]:
+async def read_up_to(content: aiohttp.StreamReader, cap: int = MAX_DOCUMENT) -> tuple[bytes, bool]:
     """The body and True, or (once it passes ``cap``) the bytes read so far and False."""
     chunks: list[bytes] = []
     size = 0

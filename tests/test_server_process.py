@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -84,7 +85,13 @@ async def test_a_dying_worker_stops_the_whole_set_with_an_error(
     try:
         status = await asyncio.to_thread(gw.process.wait, 30)
     except subprocess.TimeoutExpired:
-        state = _proc_state(survivor)
+        state = (
+            f"{_proc_state(survivor)}; supervisor {_proc_state(gw.process.pid)}; victim {_proc_state(victim)}"
+        )
+        for pid in (gw.process.pid, survivor):  # their stacks go to the log (faulthandler)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+        await asyncio.sleep(1)
         raise AssertionError(f"the set did not stop; survivor {survivor}: {state}\n{gw.log_text()}") from None
     assert status == 1, gw.log_text()
     assert not Path(f"/proc/{survivor}").exists()
