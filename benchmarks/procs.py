@@ -2,7 +2,8 @@
 
 Every process the harness starts goes through `Managed`, which puts it in its own session so the
 process *and everything it forks* (nginx workers, gateway workers) can be stopped together by
-process-group id, and never by name.
+process-group id, and never by name. `Managed(..., cpus={1})` also pins it (and, by inheritance,
+everything it forks) to those CPUs; `plan_pinning` decides which CPUs each role gets.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 # Proxy variables would send the harness's own HTTP checks (and curl, and the gateway's client)
@@ -53,9 +55,11 @@ class Managed:
         log_dir: Path,
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
+        cpus: Collection[int] | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
+        self.cpus = frozenset(cpus) if cpus is not None else None
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         try:
             self.proc = subprocess.Popen(
@@ -66,6 +70,8 @@ class Managed:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # In the child before exec, so its workers (forked later) inherit the affinity too.
+                preexec_fn=_affinity_setter(self.cpus) if self.cpus is not None else None,
             )
         except BaseException:
             self._log.close()
@@ -113,6 +119,78 @@ class Managed:
         except (ProcessLookupError, PermissionError):
             return False
         return True
+
+
+def _affinity_setter(cpus: frozenset[int]) -> Callable[[], None]:
+    def set_affinity() -> None:
+        os.sched_setaffinity(0, cpus)
+
+    return set_affinity
+
+
+# ---------------------------------------------------------------- CPU pinning
+
+
+def cpu_list(cpus: Collection[int]) -> str:
+    """{0, 1, 3} -> "0,1,3"."""
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """Which CPUs each role runs on; all None when nothing is pinned.
+
+    load: this harness (the WebSocket client runs in it), wrk, curl, and the upstream (nginx + echo);
+    proxy: the proxy under test when it is one process (nginx with worker_processes 1, gateway ×1);
+    spread: a gateway with several workers ("N workers on N cores").
+    """
+
+    load: frozenset[int] | None = None
+    proxy: frozenset[int] | None = None
+    spread: frozenset[int] | None = None
+    reason: str = ""  # why nothing is pinned
+
+    @property
+    def pinned(self) -> bool:
+        return self.proxy is not None
+
+    def short(self) -> str:
+        if self.load is None or self.proxy is None or self.spread is None:
+            return f"not pinned ({self.reason})"
+        return (
+            f"load + upstream on CPU {cpu_list(self.load)}, proxy on CPU {cpu_list(self.proxy)}, "
+            f"gateway ×N on CPUs {cpu_list(self.spread)}"
+        )
+
+    def describe(self) -> str:
+        if self.load is None or self.proxy is None or self.spread is None:
+            return f"not pinned ({self.reason})"
+        return (
+            f"load generators (wrk, curl, the WebSocket client in the harness) and the upstream "
+            f"(nginx + echo) on CPU {cpu_list(self.load)}; the proxy under test (nginx, nginx-256k, "
+            f"gateway with 1 worker) on CPU {cpu_list(self.proxy)}; gateway with N>1 workers on "
+            f"CPUs {cpu_list(self.spread)}"
+        )
+
+
+def plan_pinning(enabled: bool) -> Pinning:
+    """Load + upstream on the first allowed CPU, the proxy on the second, spread = every allowed CPU."""
+    if not enabled:
+        return Pinning(reason="--no-pin")
+    if not hasattr(os, "sched_getaffinity") or not hasattr(os, "sched_setaffinity"):
+        return Pinning(reason="no sched_setaffinity on this platform")
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except OSError as exc:
+        return Pinning(reason=f"sched_getaffinity failed: {exc}")
+    if (os.cpu_count() or 1) < 2 or len(allowed) < 2:
+        return Pinning(reason=f"{len(allowed)} CPU allowed; pinning needs 2")
+    return Pinning(load=frozenset(allowed[:1]), proxy=frozenset(allowed[1:2]), spread=frozenset(allowed))
+
+
+def pin_self(cpus: Collection[int]) -> None:
+    """Pin this process (before it starts any thread: threads and children inherit it)."""
+    os.sched_setaffinity(0, set(cpus))
 
 
 def http_get(url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:

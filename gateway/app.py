@@ -25,12 +25,14 @@ from .keys import (
     RELEASE_READER,
     SETTINGS,
     TORZNAB,
+    UPSTREAM_POOL,
     WATCHER,
 )
 from .library_index import LibraryIndex
 from .organizer import Organizer
 from .proxy import STREAM_CHUNK, Proxy, ProxyConfig
 from .qbittorrent import QbittorrentClient
+from .relay import UpstreamPool
 from .releases import ReleaseReader
 from .routing import mount_case_insensitive
 from .settings import Settings
@@ -127,6 +129,14 @@ def create_app(settings: Settings) -> web.Application:
             api_session(limit=8) as apibay_session,
             api_session(limit=16) as torznab_session,
         ):
+            if settings.jellyfin_origin.scheme == "http":
+                # The front's fast path (front.py); an HTTPS Jellyfin is reached through aiohttp only.
+                app[UPSTREAM_POOL] = UpstreamPool(
+                    settings.jellyfin_origin.host or "localhost",
+                    settings.jellyfin_origin.port or 80,
+                    connect_timeout=settings.jellyfin_connect_timeout,
+                    limit=PROXY_CONNECTIONS,
+                )
             app[PROXY] = Proxy(
                 session,
                 ProxyConfig(
@@ -187,6 +197,8 @@ def create_app(settings: Settings) -> web.Application:
                 await watcher.stop()
                 await library_index.close()
                 await release_reader.close()
+                if UPSTREAM_POOL in app:
+                    app[UPSTREAM_POOL].close()
 
     app.cleanup_ctx.append(upstream_sessions)
 

@@ -55,8 +55,19 @@ _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _OPAQUE, _REFUSED
 class HeadGuard(asyncio.Protocol):
     """Wraps aiohttp's per-connection protocol; every byte still reaches it, in order."""
 
-    def __init__(self, inner: asyncio.Protocol, limits: HeadLimits) -> None:
+    def __init__(
+        self,
+        inner: asyncio.Protocol,
+        limits: HeadLimits,
+        *,
+        initial: bytes = b"",
+        deadline: float | None = None,
+    ) -> None:
+        """``initial``: bytes the front read before handing the connection over; ``deadline``: when
+        the head among them, if incomplete, must be complete (loop time)."""
         self._inner = inner
+        self._initial = initial
+        self._deadline = deadline
         self._limits = limits
         self._transport: asyncio.Transport | None = None
         self._state = _HEAD
@@ -75,6 +86,10 @@ class HeadGuard(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._inner.connection_made(transport)
+        if self._initial:
+            initial, self._initial = self._initial, b""
+            self.data_received(initial)
+        self._deadline = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -242,7 +257,10 @@ class HeadGuard(asyncio.Protocol):
     def _start_timer(self) -> None:
         self._cancel_timer()
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._limits.timeout, self._timed_out)
+        if self._deadline is not None:
+            self._timer = loop.call_at(self._deadline, self._timed_out)
+        else:
+            self._timer = loop.call_later(self._limits.timeout, self._timed_out)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -280,46 +298,3 @@ async def track_requests(request: web.Request, handler: Handler) -> web.StreamRe
     if response.status != 101 and "Upgrade" in request.headers:
         response.force_close()
     return response
-
-
-class GuardedSite(web.BaseSite):
-    """A TCP site whose connections pass through a HeadGuard before aiohttp's protocol."""
-
-    __slots__ = ("_host", "_limits", "_port", "_reuse_port")
-
-    def __init__(
-        self,
-        runner: web.BaseRunner,
-        host: str,
-        port: int,
-        *,
-        limits: HeadLimits,
-        reuse_port: bool = False,
-        backlog: int = 128,
-    ) -> None:
-        super().__init__(runner, backlog=backlog)
-        self._host = host
-        self._port = port
-        self._limits = limits
-        self._reuse_port = reuse_port
-
-    @property
-    def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
-
-    async def start(self) -> None:
-        await super().start()
-        server = self._runner.server
-        assert server is not None
-        limits = self._limits
-
-        def protocol() -> HeadGuard:
-            return HeadGuard(server(), limits)
-
-        self._server = await asyncio.get_running_loop().create_server(
-            protocol,
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_port=self._reuse_port or None,
-        )

@@ -15,6 +15,7 @@ from .library_index import LibraryIndex
 from .organizer import Organizer
 from .proxy import Proxy
 from .qbittorrent import QbittorrentClient
+from .relay import UpstreamPool
 from .releases import ReleaseReader
 from .settings import Settings
 from .torznab import TorznabClient
@@ -31,3 +32,5 @@ LIBRARY_INDEX = web.AppKey("library_index", LibraryIndex)
 TORZNAB = web.AppKey("torznab", tuple[TorznabClient, ...])
 RELEASE_READER = web.AppKey("release_reader", ReleaseReader)
 PROXY = web.AppKey("proxy", Proxy)
+#: Keep-alive connections of the front's fast path to Jellyfin (absent when Jellyfin is HTTPS).
+UPSTREAM_POOL = web.AppKey("upstream_pool", UpstreamPool)

@@ -57,24 +57,51 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
             return
-        referer = request.headers.get("Referer")
-        self.logger.info(
-            '%s "%s %s HTTP/%d.%d" %d %d %.1fms "%s" "%s"',
-            request.remote or "-",
-            request.method,
-            redact_target(request.raw_path),
-            request.version.major,
-            request.version.minor,
-            response.status,
-            response.body_length,
-            time * 1000,
-            redact_target(referer) if referer else "-",
-            request.headers.get("User-Agent", "-"),
+        log_access(
+            self.logger,
+            remote=request.remote,
+            method=request.method,
+            target=request.raw_path,
+            version=(request.version.major, request.version.minor),
+            status=response.status,
+            length=response.body_length,
+            seconds=time,
+            referer=request.headers.get("Referer"),
+            user_agent=request.headers.get("User-Agent"),
         )
 
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
+
+
+def log_access(
+    logger: logging.Logger,
+    *,
+    remote: str | None,
+    method: str,
+    target: str,
+    version: tuple[int, int],
+    status: int,
+    length: int,
+    seconds: float,
+    referer: str | None,
+    user_agent: str | None,
+) -> None:
+    """One access line, the same for aiohttp's requests and the front's fast path."""
+    logger.info(
+        '%s "%s %s HTTP/%d.%d" %d %d %.1fms "%s" "%s"',
+        remote or "-",
+        method,
+        redact_target(target),
+        version[0],
+        version[1],
+        status,
+        length,
+        seconds * 1000,
+        redact_target(referer) if referer else "-",
+        user_agent or "-",
+    )
 
 
 def configure(level: str) -> None:

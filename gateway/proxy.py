@@ -91,7 +91,7 @@ class Proxy:
         self._config = config
         self._web_index = config.web_index
         # The one check every request pays: a set lookup (empty when WEB_INJECT is off).
-        self._web_index_paths = config.web_index.paths if config.web_index else frozenset()
+        self.web_index_paths = config.web_index.paths if config.web_index else frozenset()
         self._origin = str(config.origin)
 
     def _request_headers(self, request: web.Request, *, websocket: bool = False) -> CIMultiDict[str]:
@@ -115,7 +115,7 @@ class Proxy:
         headers = self._request_headers(request)
         body = _stream(request.content) if request.body_exists else None
         method = request.method
-        web_index = self._web_index if request.path.lower() in self._web_index_paths else None
+        web_index = self._web_index if request.path.lower() in self.web_index_paths else None
         if web_index is not None and method in _GET_OR_HEAD:
             web_index.upstream_headers(headers)
             method = "GET"  # a HEAD is answered from the document: its length is the injected one
@@ -209,21 +209,8 @@ class Proxy:
         return response
 
     def _client_location(self, request: web.Request, location: str) -> str:
-        """An absolute Location on Jellyfin's own origin, moved to the origin the client used.
-
-        Jellyfin builds absolute redirects (``<BaseUrl>/web`` → ``…/web/``) from the Host it sees;
-        sent on as they are, they would lead the client past the gateway.
-        """
-        origin = self._origin
-        rest = location[len(origin) :]
-        if location[: len(origin)].lower() != origin.lower() or rest[:1] not in ("", "/", "?", "#"):
-            return location
         seen = forwarding_headers(request, self._config.trusted_proxies)
-        host = seen.get("X-Forwarded-Host", "").split(",")[0].strip()
-        scheme = seen.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip().lower()
-        if not host or scheme not in ("http", "https"):
-            return location
-        return f"{scheme}://{host}{rest}"
+        return client_location(self._origin, location, seen, request.scheme)
 
     async def _relay_websocket(self, request: web.Request) -> web.StreamResponse:
         url = upstream_url(self._config.origin, request.raw_path)
@@ -354,6 +341,23 @@ def _sendable_close_code(code: object) -> int:
     return 1000
 
 
+def client_location(origin: str, location: str, seen: MultiMapping[str], scheme: str) -> str:
+    """An absolute Location on Jellyfin's own origin, moved to the origin the client used.
+
+    Jellyfin builds absolute redirects (``<BaseUrl>/web`` → ``…/web/``) from the Host it sees; sent on
+    as they are, they would lead the client past the gateway. ``seen`` holds the forwarding headers
+    computed for the request (forwarding.py), ``scheme`` the one it came in with.
+    """
+    rest = location[len(origin) :]
+    if location[: len(origin)].lower() != origin.lower() or rest[:1] not in ("", "/", "?", "#"):
+        return location
+    host = seen.get("X-Forwarded-Host", "").split(",")[0].strip()
+    proto = seen.get("X-Forwarded-Proto", scheme).split(",")[0].strip().lower()
+    if not host or proto not in ("http", "https"):
+        return location
+    return f"{proto}://{host}{rest}"
+
+
 def _wants_websocket(request: web.Request) -> bool:
     if request.headers.get("Upgrade", "").lower() != "websocket":
         return False
@@ -386,9 +390,14 @@ def _gateway_error(
     request: web.Request, status: int, reason: str, *, detail: Exception | None = None
 ) -> web.Response:
     """A plain-text error for the client; ``detail`` (addresses and such) goes to the log only."""
-    target = redact_target(request.raw_path)
+    text = gateway_error(request.method, request.raw_path, status, reason, detail)
+    return web.Response(status=status, text=text)
+
+
+def gateway_error(method: str, target: str, status: int, reason: str, detail: object = None) -> str:
+    """Log a proxied request's failure once and return the text its client gets (both paths use it)."""
     if detail is None:
-        logger.warning("%s %s -> %d: %s", request.method, target, status, reason)
+        logger.warning("%s %s -> %d: %s", method, redact_target(target), status, reason)
     else:
-        logger.warning("%s %s -> %d: %s [%s]", request.method, target, status, reason, detail)
-    return web.Response(status=status, text=f"{status} {reason}\n")
+        logger.warning("%s %s -> %d: %s [%s]", method, redact_target(target), status, reason, detail)
+    return f"{status} {reason}\n"

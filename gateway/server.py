@@ -16,7 +16,9 @@ from aiohttp import web
 
 from . import logs
 from .app import create_app
-from .headguard import GuardedSite, HeadLimits
+from .front import FrontConfig, GuardedSite
+from .headguard import HeadLimits
+from .keys import PROXY, UPSTREAM_POOL
 from .proxy import STREAM_CHUNK
 from .settings import Settings
 
@@ -48,13 +50,35 @@ def runner_options(settings: Settings) -> dict[str, Any]:
     )
 
 
-def guarded_site(runner: web.BaseRunner, settings: Settings, *, reuse_port: bool = False) -> GuardedSite:
-    """The listening socket, behind the request-head guard; tests listen the same way."""
+def front_config(settings: Settings, app: web.Application) -> FrontConfig:
+    """What the front's fast path needs, from the settings and the app's proxy (one source each)."""
+    return FrontConfig(
+        limits=head_limits(settings),
+        keepalive_timeout=settings.keepalive_timeout,
+        read_timeout=settings.jellyfin_read_timeout,
+        trusted_proxies=settings.trusted_proxies,
+        origin=str(settings.jellyfin_origin),
+        local_prefix=settings.torrent_prefix.lower().encode(),
+        local_paths=frozenset(path.encode() for path in app[PROXY].web_index_paths),
+        access_logger=logging.getLogger("gateway.access") if settings.access_log else None,
+        ws_max_message=settings.ws_max_message,
+    )
+
+
+def guarded_site(runner: web.AppRunner, settings: Settings, *, reuse_port: bool = False) -> GuardedSite:
+    """The listening socket, behind the front and the request-head guard; tests listen the same way.
+
+    Call it after ``runner.setup()``: the fast path uses the app's upstream pool.
+    """
+    app = runner.app
+    pool = app.get(UPSTREAM_POOL)
     return GuardedSite(
         runner,
         settings.host,
         settings.port,
         limits=head_limits(settings),
+        front_config=front_config(settings, app) if pool is not None else None,
+        pool=pool,
         reuse_port=reuse_port,
         backlog=1024,
     )

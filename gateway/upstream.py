@@ -75,7 +75,11 @@ def _size(count: int) -> str:
 
 def connect_failure(exc: aiohttp.ClientConnectorError) -> str:
     """Why a connection failed, in words that do not reveal where the upstream is."""
-    os_error = exc.os_error
+    return os_failure(exc.os_error)
+
+
+def os_failure(os_error: OSError) -> str:
+    """Why a socket call failed, in the system's words and without an address."""
     if isinstance(os_error, socket.gaierror):
         return "its host name does not resolve"
     if os_error.errno:
