@@ -34,6 +34,7 @@ from .headguard import HeadGuard, HeadLimits
 from .logs import log_access, redact_target
 from .proxy import _HOP_BY_HOP, _REDIRECTS, client_location, gateway_error
 from .relay import (
+    Conn,
     ConnectTimeout,
     FramingError,
     PeerGone,
@@ -105,34 +106,63 @@ class HandOff(Exception):
         self.deadline = deadline
 
 
+class _Fields:
+    """A request's header section as the fast path needs it, rewritten for Jellyfin once."""
+
+    __slots__ = ("block", "body", "keep_alive", "length", "referer", "seen", "user_agent", "websocket")
+
+    def __init__(self) -> None:
+        #: The header lines for Jellyfin, forwarding headers included, with the final empty line.
+        self.block = b""
+        #: None: no body; "length": Content-Length ``length``; "chunked".
+        self.body: str | None = None
+        self.length = 0
+        self.keep_alive = True
+        self.websocket = False
+        #: The forwarding headers computed for this client (redirects are rewritten with them).
+        self.seen: CIMultiDict[str] = CIMultiDict()
+        self.referer: str | None = None
+        self.user_agent: str | None = None
+
+
 class _Request:
     """A parsed fast-path request: what the exchange needs, nothing more."""
 
-    __slots__ = (
-        "body",
-        "head",
-        "keep_alive",
-        "length",
-        "method",
-        "referer",
-        "seen",
-        "target",
-        "user_agent",
-        "websocket",
-    )
+    __slots__ = ("fields", "head", "method", "target")
 
     def __init__(self) -> None:
         self.method = b""
         self.target = b""
         self.head = b""
-        #: None: no body; "length": Content-Length ``length``; "chunked".
-        self.body: str | None = None
-        self.length = 0
-        self.keep_alive = True
-        self.seen: CIMultiDict[str] = CIMultiDict()
-        self.referer: str | None = None
-        self.user_agent: str | None = None
-        self.websocket = False
+        self.fields = _Fields()
+
+    @property
+    def body(self) -> str | None:
+        return self.fields.body
+
+    @property
+    def length(self) -> int:
+        return self.fields.length
+
+    @property
+    def keep_alive(self) -> bool:
+        return self.fields.keep_alive
+
+    @property
+    def websocket(self) -> bool:
+        return self.fields.websocket
+
+    @property
+    def seen(self) -> CIMultiDict[str]:
+        return self.fields.seen
+
+    @property
+    def referer(self) -> str | None:
+        return self.fields.referer
+
+    @property
+    def user_agent(self) -> str | None:
+        return self.fields.user_agent
 
 
 class Front:
@@ -215,11 +245,23 @@ class Front:
 
 
 class _Connection:
-    __slots__ = ("_buffer", "_front", "_loop", "_peer", "_sock", "_trusted", "idle")
+    __slots__ = (
+        "_buffer",
+        "_conn",
+        "_fields",
+        "_fields_block",
+        "_front",
+        "_loop",
+        "_peer",
+        "_sock",
+        "_trusted",
+        "idle",
+    )
 
     def __init__(self, front: Front, sock: socket.socket, peer: str | None) -> None:
         self._front = front
         self._sock = sock
+        self._conn = Conn(front._loop, sock)
         self._peer = peer
         self._loop = front._loop
         self._buffer = bytearray()
@@ -229,6 +271,9 @@ class _Connection:
         )
         #: Waiting for a request head with nothing of it read: safe to close at shutdown.
         self.idle = True
+        #: The last header section read on this connection, and what it was read as.
+        self._fields_block = b"\0"
+        self._fields: _Fields | None = None
 
     async def run(self) -> None:
         sock = self._sock
@@ -247,12 +292,13 @@ class _Connection:
             logger.exception("unexpected error on a proxied connection")
         finally:
             if not handed_off:
-                sock.close()
+                self._conn.close()
 
     async def _hand_off(self, deadline: float | None) -> bool:
         front = self._front
         initial = bytes(self._buffer)
         self._buffer = bytearray()
+        self._conn.unwatch()
         limits = front._limits
 
         def guard() -> HeadGuard:
@@ -293,7 +339,7 @@ class _Connection:
                 silence = config.keepalive_timeout
             self.idle = not buffer
             try:
-                data = await recv(self._loop, self._sock, _READ, silence, "client")
+                data = await recv(self._conn, _READ, silence, "client")
             except TimeoutError:
                 if buffer:
                     raise HandOff(deadline) from None  # the guard answers 408
@@ -339,13 +385,14 @@ class _Connection:
 
     def _parse(self, head: bytes, config: FrontConfig) -> _Request | None:
         """The request if the fast path may relay it; None hands it (and the connection) to aiohttp."""
-        if len(head) > FAST_HEAD_MAX or _SUSPECT.search(head):
+        if len(head) > FAST_HEAD_MAX:
             return None
-        lines = head.split(b"\r\n")
-        if len(lines) > config.limits.header_count + 1:
-            return None
-        parts = lines[0].split(b" ")
-        if len(parts) != 3:
+        line_end = head.find(b"\r\n")
+        if line_end < 0:
+            line_end = len(head)
+        request_line = head[:line_end]
+        parts = request_line.split(b" ")
+        if len(parts) != 3 or _SUSPECT.search(request_line):
             return None
         method, target, version = parts
         if version != b"HTTP/1.1" or method not in _METHODS or target[:1] != b"/" or not target.isascii():
@@ -359,9 +406,27 @@ class _Connection:
             return None  # "/": the gateway's own routes
         if lowered in config.local_paths:
             return None
+        block = head[line_end + 2 :]
+        # A client sends the same header fields request after request on a connection: read once.
+        fields = self._fields if block == self._fields_block else self._parse_fields(block, config)
+        if fields is None or (fields.websocket and method != b"GET"):
+            return None
+        self._fields_block, self._fields = block, fields
         request = _Request()
         request.method = method
         request.target = target
+        request.fields = fields
+        request.head = b"".join((method, b" ", target, b" HTTP/1.1\r\n", fields.block))
+        return request
+
+    def _parse_fields(self, block: bytes, config: FrontConfig) -> _Fields | None:
+        """The header section read and rewritten for Jellyfin; None: aiohttp must judge it."""
+        if _SUSPECT.search(block):
+            return None
+        lines = block.split(b"\r\n") if block else []
+        if len(lines) > config.limits.header_count:
+            return None
+        fields = _Fields()
         kept: list[tuple[bytes, bytes]] = []
         named: set[bytes] = set()
         forwarding: list[tuple[str, str]] = []
@@ -370,7 +435,7 @@ class _Connection:
         chunked: bytes | None = None
         upgrade: bytes | None = None
         token = _TOKEN.fullmatch
-        for line in lines[1:]:
+        for line in lines:
             name, colon, value = line.partition(b":")
             if not colon or token(name) is None:
                 return None
@@ -402,56 +467,55 @@ class _Connection:
                     forwarding.append((name.decode("latin-1"), value.decode("latin-1")))
                 continue
             elif lname == b"referer":
-                request.referer = value.decode("latin-1")
+                fields.referer = value.decode("latin-1")
             elif lname == b"user-agent":
-                request.user_agent = value.decode("latin-1")
+                fields.user_agent = value.decode("latin-1")
             kept.append((lname, line))
         if host is None:
             return None
         if chunked is not None:
             if chunked != b"chunked" or lengths:
                 return None
-            request.body = "chunked"
+            fields.body = "chunked"
         elif lengths:
             if len(lengths) != 1 or not lengths[0].isdigit():
                 return None
-            request.length = int(lengths[0])
-            request.body = "length" if request.length else None
-        request.keep_alive = b"close" not in named
+            fields.length = int(lengths[0])
+            fields.body = "length" if fields.length else None
+        fields.keep_alive = b"close" not in named
         if upgrade is not None:
             # A WebSocket handshake is relayed here; any other protocol switch is aiohttp's to refuse.
-            if upgrade != b"websocket" or b"upgrade" not in named or method != b"GET" or request.body:
+            if upgrade != b"websocket" or b"upgrade" not in named or fields.body:
                 return None
-            request.websocket = True
+            fields.websocket = True
         seen: CIMultiDict[str] = CIMultiDict(forwarding)
         set_forwarding_headers(seen, peer=self._peer, scheme="http", host=host, trusted=self._trusted)
-        request.seen = seen
-        out = [method, b" ", target, b" HTTP/1.1\r\n"]
+        fields.seen = seen
+        out: list[bytes] = []
         for lname, line in kept:
             if lname in _HOP or lname in named or lname.startswith(b"proxy-"):
                 continue
-            if request.websocket and lname in _WS_DROPPED:
+            if fields.websocket and lname in _WS_DROPPED:
                 continue
             out += (line, b"\r\n")
-        if request.websocket:
+        if fields.websocket:
             out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
-        if request.body == "chunked":
+        if fields.body == "chunked":
             out.append(b"Transfer-Encoding: chunked\r\n")
         for field, text in seen.items():
             out += (field.encode("latin-1"), b": ", text.encode("latin-1"), b"\r\n")
         out.append(b"\r\n")
-        request.head = b"".join(out)
-        return request
+        fields.block = b"".join(out)
+        return fields
 
     async def _relay(self, request: _Request, config: FrontConfig) -> tuple[int, int, bool]:
         """(status sent, body bytes sent, keep the client connection)."""
         front = self._front
         pool = front._pool
         assert pool is not None
-        loop = self._loop
         if not pool.try_slot():
             await pool.wait_slot()
-        upstream: socket.socket | None = None
+        upstream: Conn | None = None
         reusable = False
         try:
             first = request.head
@@ -465,7 +529,7 @@ class _Connection:
                 streamed = True
             retry = not streamed and request.method in _IDEMPOTENT
             while True:
-                upstream = pool.take_idle()
+                upstream = pool.take_idle(retryable=retry)
                 reused = upstream is not None
                 if upstream is None:
                     try:
@@ -477,13 +541,12 @@ class _Connection:
                         return self._error(request, 502, reason, detail=f"{pool.address}: {exc}")
                 try:
                     try:
-                        await send_all(loop, upstream, first, "upstream")
+                        await send_all(upstream, first, "upstream")
                     except PeerGone as gone:
                         raise PeerGone("upstream", _NO_ANSWER) from gone
                     if request.body == "length" and streamed:
                         await move_exactly(
-                            loop,
-                            self._sock,
+                            self._conn,
                             upstream,
                             request.length - (len(first) - len(request.head)),
                             silence=None,
@@ -493,8 +556,7 @@ class _Connection:
                     elif request.body == "chunked":
                         self._buffer = bytearray(
                             await relay_chunked(
-                                loop,
-                                self._sock,
+                                self._conn,
                                 upstream,
                                 bytes(self._buffer),
                                 silence=None,
@@ -535,10 +597,9 @@ class _Connection:
         """Relay the handshake (the client's key and all), then frames both ways (ws_relay.py)."""
         pool = self._front._pool
         assert pool is not None
-        loop = self._loop
         if not pool.try_slot():
             await pool.wait_slot()
-        upstream: socket.socket | None = None
+        upstream: Conn | None = None
         try:
             try:
                 upstream = await pool.connect()  # never pooled: after the switch it is this socket's
@@ -548,7 +609,7 @@ class _Connection:
                 reason = f"Jellyfin is unreachable ({os_failure(exc)})"
                 return self._error(request, 502, reason, detail=f"{pool.address}: {exc}", close=True)
             try:
-                await send_all(loop, upstream, request.head, "upstream")
+                await send_all(upstream, request.head, "upstream")
                 answer = await self._read_answer(upstream, request, config)
             except PeerGone as gone:
                 reason = f"Jellyfin broke off the WebSocket upgrade ({gone.detail})"
@@ -567,11 +628,11 @@ class _Connection:
                     head += (line, b"\r\n")
             head.append(b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
             try:
-                await send_all(loop, self._sock, b"".join(head), "client")
+                await send_all(self._conn, b"".join(head), "client")
             except PeerGone:
                 return 0, 0, False
             early, self._buffer = bytes(self._buffer), bytearray()
-            await WebSocketRelay(self._sock, upstream, config.ws_max_message).run(early, bytes(answer.rest))
+            await WebSocketRelay(self._conn, upstream, config.ws_max_message).run(early, bytes(answer.rest))
             return 101, 0, False
         finally:
             if upstream is not None:
@@ -593,7 +654,7 @@ class _Connection:
             return 0, 0, False
         return int(answer.code), len(body), False
 
-    async def _read_answer(self, upstream: socket.socket, request: _Request, config: FrontConfig) -> _Answer:
+    async def _read_answer(self, upstream: Conn, request: _Request, config: FrontConfig) -> _Answer:
         """Jellyfin's response head (interim 1xx answers skipped) and the body bytes read with it."""
         buffer = bytearray()
         while True:
@@ -602,7 +663,7 @@ class _Connection:
                 if len(buffer) > _UPSTREAM_HEAD_MAX:
                     raise FramingError("response head too large")
                 try:
-                    data = await recv(self._loop, upstream, _READ, config.read_timeout, "upstream")
+                    data = await recv(upstream, _READ, config.read_timeout, "upstream")
                 except PeerGone as gone:
                     raise PeerGone("upstream", gone.detail if buffer else _NO_ANSWER) from None
                 if not data:
@@ -619,10 +680,9 @@ class _Connection:
             return answer
 
     async def _send_answer(
-        self, upstream: socket.socket, request: _Request, answer: _Answer, config: FrontConfig
+        self, upstream: Conn, request: _Request, answer: _Answer, config: FrontConfig
     ) -> tuple[int, int, bool, bool]:
         """(status, body bytes, upstream reusable, client keep-alive) once the answer is relayed."""
-        loop = self._loop
         head: list[bytes | bytearray] = [b"HTTP/1.1 ", answer.code, b" ", answer.reason, b"\r\n"]
         for lname, line in answer.end_to_end():
             if lname == b"location" and answer.code in _REDIRECT_CODES:
@@ -650,20 +710,19 @@ class _Connection:
         try:
             if framing is None:
                 reusable = reusable and not rest
-                await send_all(loop, self._sock, b"".join(head), "client")
+                await send_all(self._conn, b"".join(head), "client")
             elif framing == "length":
                 length = answer.length
                 if len(rest) >= length:
                     reusable = reusable and len(rest) == length
                     head.append(rest[:length] if len(rest) > length else rest)
-                    await send_all(loop, self._sock, b"".join(head), "client")
+                    await send_all(self._conn, b"".join(head), "client")
                 else:
                     head.append(rest)
-                    await send_all(loop, self._sock, b"".join(head), "client")
+                    await send_all(self._conn, b"".join(head), "client")
                     await move_exactly(
-                        loop,
                         upstream,
-                        self._sock,
+                        self._conn,
                         length - len(rest),
                         silence=config.read_timeout,
                         source_side="upstream",
@@ -671,11 +730,10 @@ class _Connection:
                     )
                 sent = length
             elif framing == "chunked":
-                await send_all(loop, self._sock, b"".join(head), "client")
+                await send_all(self._conn, b"".join(head), "client")
                 extra = await relay_chunked(
-                    loop,
                     upstream,
-                    self._sock,
+                    self._conn,
                     rest,
                     silence=config.read_timeout,
                     source_side="upstream",
@@ -684,11 +742,10 @@ class _Connection:
                 reusable = reusable and not extra
             else:
                 head.append(rest)
-                await send_all(loop, self._sock, b"".join(head), "client")
+                await send_all(self._conn, b"".join(head), "client")
                 await relay_until_close(
-                    loop,
                     upstream,
-                    self._sock,
+                    self._conn,
                     silence=config.read_timeout,
                     source_side="upstream",
                     sink_side="client",

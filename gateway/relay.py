@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import socket
 import sys
@@ -21,6 +22,8 @@ from collections import deque
 
 logger = logging.getLogger(__name__)
 
+#: MSG_PEEK | MSG_DONTWAIT as a plain int (IntFlag arithmetic costs microseconds per call).
+_PEEK = int(socket.MSG_PEEK) | int(socket.MSG_DONTWAIT)
 #: splice(2) exists (Linux) and Python exposes it.
 SPLICE = sys.platform == "linux" and hasattr(os, "splice")
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -85,42 +88,122 @@ async def wait_fd(
             timer.cancel()
 
 
-async def recv(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int, silence: float | None, side: str
-) -> bytes:
+class Conn:
+    """A non-blocking socket, and its readability kept registered with the loop while it is useful.
+
+    A reader registered and removed around every wait costs two epoll_ctl calls and the selector's
+    bookkeeping; a socket waited on again and again (a keep-alive client, a pooled upstream) keeps
+    its registration, and loses it only when it turns readable while nobody waits (a pipelined
+    request, a close), so that the loop does not spin on it.
+    """
+
+    __slots__ = ("_deadline", "_loop", "_registered", "_timer", "_waiter", "fd", "sock")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self._loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self._registered = False
+        self._waiter: asyncio.Future[None] | None = None
+        #: When the current wait times out; one timer per socket, re-armed only when it fires early.
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _ready(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+            return
+        # Nobody waits. Often a stale call (the waiter's task already read what woke it, within the
+        # same turn of the loop); if bytes or a close are really there, stop watching until asked.
+        try:
+            self.sock.recv(1, _PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self.unwatch()
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        elif self._deadline != math.inf:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+
+    async def readable(self, silence: float | None) -> None:
+        """Until the socket is readable; TimeoutError after ``silence`` seconds (None: never)."""
+        if not self._registered:
+            self._loop.add_reader(self.fd, self._ready)
+            self._registered = True
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        if silence:
+            self._deadline = deadline = self._loop.time() + silence
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = self._loop.call_at(deadline, self._check_deadline)
+        else:
+            self._deadline = math.inf  # a timer armed for an earlier wait finds nothing to expire
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    async def writable(self) -> None:
+        await wait_fd(self._loop, write=self.fd)
+
+    def unwatch(self) -> None:
+        """Stop watching (before the socket is closed or handed to someone else)."""
+        if self._registered:
+            self._registered = False
+            self._loop.remove_reader(self.fd)
+
+    def close(self) -> None:
+        self.unwatch()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.sock.close()
+
+
+async def recv(conn: Conn, size: int, silence: float | None, side: str) -> bytes:
     """Up to ``size`` bytes (b"" at end of stream); PeerGone when the socket breaks."""
     while True:
         try:
-            return sock.recv(size)
+            return conn.sock.recv(size)
         except (BlockingIOError, InterruptedError):
-            await wait_fd(loop, read=sock.fileno(), silence=silence)
+            await conn.readable(silence)
         except OSError as exc:
             raise PeerGone(side, type(exc).__name__) from None
 
 
-async def recv_into(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, buffer: memoryview, silence: float | None, side: str
-) -> int:
+async def recv_into(conn: Conn, buffer: memoryview, silence: float | None, side: str) -> int:
     """Bytes read into ``buffer`` (0 at end of stream); PeerGone when the socket breaks."""
     while True:
         try:
-            return sock.recv_into(buffer)
+            return conn.sock.recv_into(buffer)
         except (BlockingIOError, InterruptedError):
-            await wait_fd(loop, read=sock.fileno(), silence=silence)
+            await conn.readable(silence)
         except OSError as exc:
             raise PeerGone(side, type(exc).__name__) from None
 
 
-async def send_all(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, data: bytes | bytearray | memoryview, side: str
-) -> None:
+async def send_all(conn: Conn, data: bytes | bytearray | memoryview, side: str) -> None:
     """Write everything, waiting while the peer's window is full (no time limit: players pause)."""
     view = memoryview(data)
     while view:
         try:
-            sent = sock.send(view)
+            sent = conn.sock.send(view)
         except (BlockingIOError, InterruptedError):
-            await wait_fd(loop, write=sock.fileno())
+            await conn.writable()
             continue
         except OSError as exc:
             raise PeerGone(side, type(exc).__name__) from None
@@ -146,9 +229,8 @@ class Pipe:
 
 
 async def splice_exactly(
-    loop: asyncio.AbstractEventLoop,
-    source: socket.socket,
-    sink: socket.socket,
+    source: Conn,
+    sink: Conn,
     count: int,
     *,
     silence: float | None,
@@ -160,7 +242,7 @@ async def splice_exactly(
     ``silence`` bounds each wait for the source (a silent upstream), never a wait for the sink (a
     paused player). PeerGone names the side that broke; the pipe is closed in every case.
     """
-    source_fd, sink_fd = source.fileno(), sink.fileno()
+    source_fd, sink_fd = source.fd, sink.fd
     pipe = Pipe()
     in_pipe = 0
     try:
@@ -193,20 +275,17 @@ async def splice_exactly(
                     progressed = True
             if progressed:
                 continue
-            if in_pipe and (not count or in_pipe >= PIPE_SIZE):
-                await wait_fd(loop, write=sink_fd)
-            elif in_pipe:
-                await wait_fd(loop, read=source_fd, write=sink_fd)
+            if in_pipe:
+                await sink.writable()
             else:
-                await wait_fd(loop, read=source_fd, silence=silence)
+                await source.readable(silence)
     finally:
         pipe.close()
 
 
 async def copy_exactly(
-    loop: asyncio.AbstractEventLoop,
-    source: socket.socket,
-    sink: socket.socket,
+    source: Conn,
+    sink: Conn,
     count: int,
     *,
     silence: float | None,
@@ -217,17 +296,16 @@ async def copy_exactly(
     buffer = bytearray(min(count, COPY_SIZE))
     view = memoryview(buffer)
     while count:
-        got = await recv_into(loop, source, view[: min(count, len(buffer))], silence, source_side)
+        got = await recv_into(source, view[: min(count, len(buffer))], silence, source_side)
         if not got:
             raise PeerGone(source_side, "closed before the end of the body")
-        await send_all(loop, sink, view[:got], sink_side)
+        await send_all(sink, view[:got], sink_side)
         count -= got
 
 
 async def move_exactly(
-    loop: asyncio.AbstractEventLoop,
-    source: socket.socket,
-    sink: socket.socket,
+    source: Conn,
+    sink: Conn,
     count: int,
     *,
     silence: float | None,
@@ -236,7 +314,7 @@ async def move_exactly(
 ) -> None:
     """``count`` bytes from ``source`` to ``sink``: spliced when long enough and possible, else copied."""
     move = splice_exactly if SPLICE and count >= SPLICE_MIN else copy_exactly
-    await move(loop, source, sink, count, silence=silence, source_side=source_side, sink_side=sink_side)
+    await move(source, sink, count, silence=silence, source_side=source_side, sink_side=sink_side)
 
 
 class Chunked:
@@ -311,9 +389,8 @@ class Chunked:
 
 
 async def relay_chunked(
-    loop: asyncio.AbstractEventLoop,
-    source: socket.socket,
-    sink: socket.socket,
+    source: Conn,
+    sink: Conn,
     already: bytes | bytearray,
     *,
     silence: float | None,
@@ -328,25 +405,24 @@ async def relay_chunked(
     while True:
         used = framer.feed(pending)
         if used:
-            await send_all(loop, sink, pending[:used], sink_side)
+            await send_all(sink, pending[:used], sink_side)
         if framer.done:
             return bytes(pending[used:])
         if framer.in_data and framer.remaining >= SPLICE_MIN:
             count = framer.remaining
             await move_exactly(
-                loop, source, sink, count, silence=silence, source_side=source_side, sink_side=sink_side
+                source, sink, count, silence=silence, source_side=source_side, sink_side=sink_side
             )
             framer.data_passed(count)
-        got = await recv_into(loop, source, view, silence, source_side)
+        got = await recv_into(source, view, silence, source_side)
         if not got:
             raise PeerGone(source_side, "closed before the end of the body")
         pending = view[:got]
 
 
 async def relay_until_close(
-    loop: asyncio.AbstractEventLoop,
-    source: socket.socket,
-    sink: socket.socket,
+    source: Conn,
+    sink: Conn,
     *,
     silence: float | None,
     source_side: str,
@@ -355,8 +431,8 @@ async def relay_until_close(
     """A body delimited by the source closing (HTTP/1.0 style): everything until end of stream."""
     buffer = bytearray(COPY_SIZE)
     view = memoryview(buffer)
-    while got := await recv_into(loop, source, view, silence, source_side):
-        await send_all(loop, sink, view[:got], sink_side)
+    while got := await recv_into(source, view, silence, source_side):
+        await send_all(sink, view[:got], sink_side)
 
 
 # ------------------------------------------------------------------------------------------ the pool
@@ -384,7 +460,7 @@ class UpstreamPool:
         self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
         self._max_idle = max_idle
-        self._idle: list[tuple[socket.socket, float]] = []
+        self._idle: list[tuple[Conn, float]] = []
         self._limit = limit
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -401,24 +477,30 @@ class UpstreamPool:
     def idle(self) -> int:
         return len(self._idle)
 
-    def take_idle(self) -> socket.socket | None:
-        """A pooled connection that is still open (a peek tells; a closed one is dropped), or None."""
+    def take_idle(self, *, retryable: bool = False) -> Conn | None:
+        """A pooled connection that is still open (a peek tells; a closed one is dropped), or None.
+
+        ``retryable``: the caller asks again on a new connection if this one turns out closed, so one
+        used within the last second is taken without the peek (a syscall per request).
+        """
         now = time.monotonic()
         while self._idle:
-            sock, since = self._idle.pop()
+            conn, since = self._idle.pop()
+            if retryable and now - since < 1.0:
+                return conn
             if now - since < self._idle_timeout:
                 try:
-                    sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                    conn.sock.recv(1, _PEEK)
                 except (BlockingIOError, InterruptedError):
-                    return sock  # nothing to read, not closed: alive
+                    return conn  # nothing to read, not closed: alive
                 except OSError:
                     pass
-            sock.close()  # closed, or something unsolicited arrived: unusable either way
+            conn.close()  # closed, or something unsolicited arrived: unusable either way
         return None
 
-    def give_back(self, sock: socket.socket) -> None:
+    def give_back(self, conn: Conn) -> None:
         if self._closed or len(self._idle) >= self._max_idle:
-            sock.close()
+            conn.close()
             return
         now = time.monotonic()
         if self._idle and now - self._idle[0][1] >= self._idle_timeout:
@@ -428,7 +510,7 @@ class UpstreamPool:
                 if now - t >= self._idle_timeout:
                     s.close()
             self._idle = keep
-        self._idle.append((sock, now))
+        self._idle.append((conn, now))
 
     def try_slot(self) -> bool:
         """Take a connection slot if one is free (the usual case, no waiting)."""
@@ -456,7 +538,7 @@ class UpstreamPool:
                 return
         self._open -= 1
 
-    async def connect(self) -> socket.socket:
+    async def connect(self) -> Conn:
         """A new connection; OSError (refused, unreachable…) or ConnectTimeout."""
         loop = asyncio.get_running_loop()
         addresses = await self._resolve(loop)
@@ -469,7 +551,7 @@ class UpstreamPool:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 async with asyncio.timeout_at(deadline):
                     await loop.sock_connect(sock, address)
-                return sock
+                return Conn(loop, sock)
             except TimeoutError:
                 sock.close()
                 raise ConnectTimeout() from None
@@ -492,6 +574,6 @@ class UpstreamPool:
 
     def close(self) -> None:
         self._closed = True
-        for sock, _ in self._idle:
-            sock.close()
+        for conn, _ in self._idle:
+            conn.close()
         self._idle.clear()

@@ -20,10 +20,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import struct
 
-from .relay import PeerGone, recv_into, send_all
+from .relay import Conn, PeerGone, recv_into, send_all
 
 logger = logging.getLogger(__name__)
 
@@ -177,10 +176,10 @@ def close_frame(code: int, *, masked: bool) -> bytes:
 class _Side:
     """One socket, and what has been written to it."""
 
-    __slots__ = ("close_sent", "gate", "masked_out", "name", "sending", "sock")
+    __slots__ = ("close_sent", "conn", "gate", "masked_out", "name", "sending")
 
-    def __init__(self, sock: socket.socket, name: str, gate: FrameGate, *, masked_out: bool) -> None:
-        self.sock = sock
+    def __init__(self, conn: Conn, name: str, gate: FrameGate, *, masked_out: bool) -> None:
+        self.conn = conn
         self.name = name
         #: Frames arriving from this side.
         self.gate = gate
@@ -193,7 +192,7 @@ class _Side:
 class WebSocketRelay:
     """Relays frames both ways between an upgraded client socket and Jellyfin's socket."""
 
-    def __init__(self, client: socket.socket, upstream: socket.socket, limit: int) -> None:
+    def __init__(self, client: Conn, upstream: Conn, limit: int) -> None:
         self._loop = asyncio.get_running_loop()
         self._client = _Side(client, "client", FrameGate(limit, masked=True), masked_out=False)
         self._upstream = _Side(upstream, "upstream", FrameGate(limit, masked=False), masked_out=True)
@@ -297,9 +296,9 @@ class WebSocketRelay:
     async def _send(self, side: _Side, data: bytes | memoryview) -> None:
         side.sending = True
         try:
-            await send_all(self._loop, side.sock, data, side.name)
+            await send_all(side.conn, data, side.name)
         finally:
             side.sending = False
 
     async def _recv(self, side: _Side, view: memoryview) -> int:
-        return await recv_into(self._loop, side.sock, view, None, side.name)
+        return await recv_into(side.conn, view, None, side.name)
