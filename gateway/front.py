@@ -246,6 +246,7 @@ class Front:
 
 class _Connection:
     __slots__ = (
+        "_answered",
         "_buffer",
         "_conn",
         "_fields",
@@ -274,6 +275,8 @@ class _Connection:
         #: The last header section read on this connection, and what it was read as.
         self._fields_block = b"\0"
         self._fields: _Fields | None = None
+        #: A request was relayed on this connection: the next one is waited for before reading.
+        self._answered = False
 
     async def run(self) -> None:
         sock = self._sock
@@ -339,7 +342,9 @@ class _Connection:
                 silence = config.keepalive_timeout
             self.idle = not buffer
             try:
-                data = await recv(self._conn, _READ, silence, "client")
+                data = await recv(
+                    self._conn, _READ, silence, "client", wait_first=not buffer and self._answered
+                )
             except TimeoutError:
                 if buffer:
                     raise HandOff(deadline) from None  # the guard answers 408
@@ -363,7 +368,8 @@ class _Connection:
         if request is None:
             raise HandOff()
         del self._buffer[: end + 4]
-        started = self._loop.time()
+        self._answered = True
+        started = self._loop.time() if config.access_logger is not None else 0.0
         if request.websocket:
             status, length, keep_alive = await self._websocket(request, config)
         else:
@@ -663,7 +669,7 @@ class _Connection:
                 if len(buffer) > _UPSTREAM_HEAD_MAX:
                     raise FramingError("response head too large")
                 try:
-                    data = await recv(upstream, _READ, config.read_timeout, "upstream")
+                    data = await recv(upstream, _READ, config.read_timeout, "upstream", wait_first=not buffer)
                 except PeerGone as gone:
                     raise PeerGone("upstream", gone.detail if buffer else _NO_ANSWER) from None
                 if not data:

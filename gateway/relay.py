@@ -97,7 +97,7 @@ class Conn:
     request, a close), so that the loop does not spin on it.
     """
 
-    __slots__ = ("_deadline", "_loop", "_registered", "_timer", "_waiter", "fd", "sock")
+    __slots__ = ("_deadline", "_loop", "_registered", "_stale", "_timer", "_waiter", "fd", "sock")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         self._loop = loop
@@ -105,6 +105,7 @@ class Conn:
         self.fd = sock.fileno()
         self._registered = False
         self._waiter: asyncio.Future[None] | None = None
+        self._stale = False
         #: When the current wait times out; one timer per socket, re-armed only when it fires early.
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -113,11 +114,17 @@ class Conn:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
+            self._stale = True
             if not waiter.done():
                 waiter.set_result(None)
             return
-        # Nobody waits. Often a stale call (the waiter's task already read what woke it, within the
-        # same turn of the loop); if bytes or a close are really there, stop watching until asked.
+        if self._stale:
+            # The loop reported the socket once more before the woken task read it: the task has
+            # read it since. If it is really readable again, the loop says so on its next turn.
+            self._stale = False
+            return
+        # Nobody waits and something is there (a pipelined request, a close): look, and stop
+        # watching until asked.
         try:
             self.sock.recv(1, _PEEK)
         except (BlockingIOError, InterruptedError):
@@ -174,8 +181,14 @@ class Conn:
         self.sock.close()
 
 
-async def recv(conn: Conn, size: int, silence: float | None, side: str) -> bytes:
-    """Up to ``size`` bytes (b"" at end of stream); PeerGone when the socket breaks."""
+async def recv(conn: Conn, size: int, silence: float | None, side: str, *, wait_first: bool = False) -> bytes:
+    """Up to ``size`` bytes (b"" at end of stream); PeerGone when the socket breaks.
+
+    ``wait_first``: nothing can be there yet (a request just sent, an answer just given), so wait
+    for readiness before reading instead of failing a read first.
+    """
+    if wait_first:
+        await conn.readable(silence)
     while True:
         try:
             return conn.sock.recv(size)
@@ -198,7 +211,15 @@ async def recv_into(conn: Conn, buffer: memoryview, silence: float | None, side:
 
 async def send_all(conn: Conn, data: bytes | bytearray | memoryview, side: str) -> None:
     """Write everything, waiting while the peer's window is full (no time limit: players pause)."""
-    view = memoryview(data)
+    try:
+        sent = conn.sock.send(data)  # nearly always all of it, at once
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError as exc:
+        raise PeerGone(side, type(exc).__name__) from None
+    if sent == len(data):
+        return
+    view = memoryview(data)[sent:]
     while view:
         try:
             sent = conn.sock.send(view)
