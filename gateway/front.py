@@ -73,6 +73,10 @@ _SLOW_HEADERS = frozenset({b"expect"})
 _WS_DROPPED = frozenset({b"sec-websocket-extensions"})
 _REDIRECT_CODES = frozenset(str(code).encode() for code in _REDIRECTS)
 _NO_BODY_CODES = frozenset({b"204", b"304"})
+#: Response headers the one pass over Jellyfin's head looks at (the rest pass as they are).
+_ANSWER_SPECIAL = _HOP | {b"content-length", b"location"}
+#: Connection tokens that name no header of their own.
+_ORDINARY_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
 #: Replaced on a refused WebSocket upgrade, whose body is the gateway's own text.
 _REFUSAL_DROPPED = frozenset({b"content-length", b"content-type", b"content-encoding"})
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
@@ -662,7 +666,7 @@ class _Connection:
 
     async def _read_answer(self, upstream: Conn, request: _Request, config: FrontConfig) -> _Answer:
         """Jellyfin's response head (interim 1xx answers skipped) and the body bytes read with it."""
-        buffer = bytearray()
+        buffer = b""  # usually the whole head (and a small body) arrives in one read
         while True:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
@@ -674,10 +678,10 @@ class _Connection:
                     raise PeerGone("upstream", gone.detail if buffer else _NO_ANSWER) from None
                 if not data:
                     raise PeerGone("upstream", _NO_ANSWER if not buffer else "closed mid-head")
-                buffer += data
+                buffer = buffer + data if buffer else data
                 continue
-            answer = _Answer.parse(bytes(buffer[:end]))
-            del buffer[: end + 4]
+            answer = _Answer.parse(buffer[:end])
+            buffer = buffer[end + 4 :]
             if answer.interim:
                 continue
             if answer.code == b"101" and not request.websocket:
@@ -689,15 +693,15 @@ class _Connection:
         self, upstream: Conn, request: _Request, answer: _Answer, config: FrontConfig
     ) -> tuple[int, int, bool, bool]:
         """(status, body bytes, upstream reusable, client keep-alive) once the answer is relayed."""
+        kept = answer.kept
+        if answer.location >= 0 and answer.code in _REDIRECT_CODES:
+            line = kept[answer.location]
+            location = line.partition(b":")[2].strip(b" \t").decode("latin-1")
+            moved = client_location(config.origin, location, request.seen, "http")
+            kept[answer.location] = b"Location: " + moved.encode("latin-1")
         head: list[bytes | bytearray] = [b"HTTP/1.1 ", answer.code, b" ", answer.reason, b"\r\n"]
-        for lname, line in answer.end_to_end():
-            if lname == b"location" and answer.code in _REDIRECT_CODES:
-                location = line.partition(b":")[2].strip(b" \t").decode("latin-1")
-                moved = client_location(config.origin, location, request.seen, "http")
-                line = b"Location: " + moved.encode("latin-1")
-            elif lname == b"content-length" and answer.framing == "chunked":
-                continue
-            head += (line, b"\r\n")
+        if kept:
+            head += (b"\r\n".join(kept), b"\r\n")
         keep_alive = request.keep_alive
         framing = answer.framing
         if request.method == b"HEAD" or answer.code in _NO_BODY_CODES:
@@ -792,26 +796,29 @@ _NO_ANSWER = "closed without answering"
 
 
 class _Answer:
-    __slots__ = ("code", "framing", "headers", "interim", "length", "named", "reason", "rest", "reusable")
+    """Jellyfin's response head, read in one pass: what to send on, and how its body is framed."""
+
+    __slots__ = ("code", "framing", "interim", "kept", "length", "location", "reason", "rest", "reusable")
 
     def __init__(self) -> None:
         self.code = b""
         self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.named: set[bytes] = set()
+        #: The end-to-end header lines, as received (hop-by-hop ones and those Connection names dropped).
+        self.kept: list[bytes] = []
+        #: Where the Location line is in ``kept`` (a redirect's is moved to the client's origin), or -1.
+        self.location = -1
         #: None (no body), "length", "chunked" or "close" (until Jellyfin closes).
         self.framing: str | None = None
         self.length = 0
         self.interim = False
         self.reusable = True
-        self.rest = bytearray()
+        #: Body bytes that came with the head.
+        self.rest = b""
 
     def end_to_end(self) -> Iterator[tuple[bytes, bytes]]:
-        """(lowercase name, line) of each header that is not hop-by-hop (RFC 9110 7.6.1)."""
-        named = self.named
-        for lname, line in self.headers:
-            if lname not in _HOP and lname not in named and not lname.startswith(b"proxy-"):
-                yield lname, line
+        """(lowercase name, line) of each header sent on (RFC 9110 7.6.1: no hop-by-hop ones)."""
+        for line in self.kept:
+            yield line[: line.find(b":")].lower(), line
 
     @classmethod
     def parse(cls, head: bytes) -> _Answer:
@@ -826,25 +833,40 @@ class _Answer:
         if code[:1] == b"1" and code != b"101":
             answer.interim = True
             return answer
+        kept = answer.kept
         lengths: set[bytes] = set()
-        chunked = False
-        close_tokens: set[bytes] = set()
+        coding: bytes | None = None
+        named: set[bytes] = set()
         for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon:
+            colon = line.find(b":")
+            if colon <= 0:
                 raise FramingError("malformed response header")
-            lname = name.strip().lower()
-            if lname == b"connection":
-                close_tokens.update(t.strip().lower() for t in value.split(b","))
-            elif lname == b"content-length":
-                lengths.add(value.strip())
-            elif lname == b"transfer-encoding":
-                chunked = value.strip().lower().rsplit(b",", 1)[-1].strip() == b"chunked"
-            answer.headers.append((lname, line))
-        answer.named = close_tokens
-        answer.reusable = version == b"HTTP/1.1" and b"close" not in close_tokens
-        if any(lname == b"transfer-encoding" for lname, _ in answer.headers):
-            answer.framing = "chunked" if chunked else "close"
+            lname = line[:colon].lower()
+            if lname in _ANSWER_SPECIAL or lname[:6] == b"proxy-":
+                if lname == b"content-length":
+                    lengths.add(line[colon + 1 :].strip())
+                elif lname == b"transfer-encoding":
+                    coding = line[colon + 1 :].strip().lower().rsplit(b",", 1)[-1].strip()
+                    continue
+                elif lname == b"location":
+                    answer.location = len(kept)
+                elif lname == b"connection":
+                    named.update(t.strip().lower() for t in line[colon + 1 :].split(b","))
+                    continue
+                else:
+                    continue  # hop-by-hop
+            kept.append(line)
+        if named - _ORDINARY_TOKENS:
+            # Connection names more hop-by-hop headers: drop those too (rare; the Location may move).
+            location = kept[answer.location] if answer.location >= 0 else None
+            answer.kept = kept = [line for line in kept if line[: line.find(b":")].lower() not in named]
+            answer.location = kept.index(location) if location in kept else -1
+        answer.reusable = version == b"HTTP/1.1" and b"close" not in named
+        if coding is not None:
+            answer.framing = "chunked" if coding == b"chunked" else "close"
+            if lengths:  # both: the length is meaningless (RFC 9112 6.3)
+                answer.kept = [line for line in kept if line[:15].lower() != b"content-length:"]
+                answer.location = -1 if answer.location < 0 else answer.kept.index(kept[answer.location])
         elif lengths:
             if len(lengths) != 1 or not next(iter(lengths)).isdigit():
                 raise FramingError("bad Content-Length")

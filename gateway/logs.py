@@ -104,8 +104,15 @@ def log_access(
     )
 
 
+#: The one log format; it names no source file, line, thread or multiprocessing name.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
 def configure(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    # With an access line per proxied request, what logging gathers for every record matters: the
+    # caller's file and line (a walk up the stack), the thread and the multiprocessing name are not
+    # in LOG_FORMAT, so they are not gathered (the logging HOWTO's "Optimization" section).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
