@@ -198,8 +198,12 @@ async def recv(conn: Conn, size: int, silence: float | None, side: str, *, wait_
             raise PeerGone(side, type(exc).__name__) from None
 
 
-async def recv_into(conn: Conn, buffer: memoryview, silence: float | None, side: str) -> int:
+async def recv_into(
+    conn: Conn, buffer: memoryview, silence: float | None, side: str, *, wait_first: bool = False
+) -> int:
     """Bytes read into ``buffer`` (0 at end of stream); PeerGone when the socket breaks."""
+    if wait_first:
+        await conn.readable(silence)
     while True:
         try:
             return conn.sock.recv_into(buffer)

@@ -110,14 +110,17 @@ class FrameGate:
         return carried, position
 
     def _read_header(self, data: bytes | memoryview, position: int) -> int:
-        """Parse the frame header starting with the kept bytes and ``data[position:]``.
+        """Parse the frame header made of the kept bytes and ``data[position:]``.
 
-        Returns where the payload starts in ``data`` (the kept header bytes are relayed by the
-        caller, who gets them back from :meth:`take_kept`), or -1 when the header is incomplete.
+        Returns where the payload starts in ``data`` (the kept bytes were returned by :meth:`feed`
+        as ``carried``), or -1 when the header is still incomplete.
         """
         kept = len(self._header)
         need = 2
-        chunk = bytes(self._header) + bytes(data[position : position + 14])
+        if kept:
+            chunk: bytes | memoryview = bytes(self._header) + bytes(data[position : position + 14])
+        else:
+            chunk = data[position : position + 14]
         if len(chunk) < need:
             return -1
         first, second = chunk[0], chunk[1]
@@ -242,7 +245,8 @@ class WebSocketRelay:
                 if source.gate.closed:
                     sink.close_sent = True  # the source's own close frame went through
                     self._closing.set()
-                await self._pay_debt(sink)
+                if self._owed:
+                    await self._pay_debt(sink)
             try:
                 got = await self._recv(source, view)
             except PeerGone:
@@ -301,4 +305,5 @@ class WebSocketRelay:
             side.sending = False
 
     async def _recv(self, side: _Side, view: memoryview) -> int:
-        return await recv_into(side.conn, view, None, side.name)
+        # After a relay the next frame is rarely there yet: wait, then read.
+        return await recv_into(side.conn, view, None, side.name, wait_first=True)
