@@ -22,8 +22,10 @@ import http
 import logging
 import re
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
@@ -74,7 +76,7 @@ _WS_DROPPED = frozenset({b"sec-websocket-extensions"})
 _REDIRECT_CODES = frozenset(str(code).encode() for code in _REDIRECTS)
 _NO_BODY_CODES = frozenset({b"204", b"304"})
 #: Response headers the one pass over Jellyfin's head looks at (the rest pass as they are).
-_ANSWER_SPECIAL = _HOP | {b"content-length", b"location"}
+_ANSWER_SPECIAL = _HOP | {b"content-length", b"location", b"date"}
 #: Connection tokens that name no header of their own.
 _ORDINARY_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
 #: Replaced on a refused WebSocket upgrade, whose body is the gateway's own text.
@@ -702,6 +704,8 @@ class _Connection:
         head: list[bytes | bytearray] = [b"HTTP/1.1 ", answer.code, b" ", answer.reason, b"\r\n"]
         if kept:
             head += (b"\r\n".join(kept), b"\r\n")
+        if not answer.dated:
+            head.append(_date_line())
         keep_alive = request.keep_alive
         framing = answer.framing
         if request.method == b"HEAD" or answer.code in _NO_BODY_CODES:
@@ -798,13 +802,26 @@ _NO_ANSWER = "closed without answering"
 class _Answer:
     """Jellyfin's response head, read in one pass: what to send on, and how its body is framed."""
 
-    __slots__ = ("code", "framing", "interim", "kept", "length", "location", "reason", "rest", "reusable")
+    __slots__ = (
+        "code",
+        "dated",
+        "framing",
+        "interim",
+        "kept",
+        "length",
+        "location",
+        "reason",
+        "rest",
+        "reusable",
+    )
 
     def __init__(self) -> None:
         self.code = b""
         self.reason = b""
         #: The end-to-end header lines, as received (hop-by-hop ones and those Connection names dropped).
         self.kept: list[bytes] = []
+        #: Jellyfin sent a Date (it always does; a proxy adds one when it is missing, RFC 9110 6.6.1).
+        self.dated = False
         #: Where the Location line is in ``kept`` (a redirect's is moved to the client's origin), or -1.
         self.location = -1
         #: None (no body), "length", "chunked" or "close" (until Jellyfin closes).
@@ -850,6 +867,8 @@ class _Answer:
                     continue
                 elif lname == b"location":
                     answer.location = len(kept)
+                elif lname == b"date":
+                    answer.dated = True
                 elif lname == b"connection":
                     named.update(t.strip().lower() for t in line[colon + 1 :].split(b","))
                     continue
@@ -877,6 +896,19 @@ class _Answer:
         if answer.framing == "close":
             answer.reusable = False
         return answer
+
+
+_date_cache: list[tuple[int, bytes]] = [(0, b"")]
+
+
+def _date_line() -> bytes:
+    """``Date: <now>`` for an answer that came without one; made once a second."""
+    now = int(time.time())
+    second, line = _date_cache[0]
+    if second != now:
+        line = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        _date_cache[0] = (now, line)
+    return line
 
 
 def _target(request: _Request) -> str:

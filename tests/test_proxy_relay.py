@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import hashlib
 import os
 import random
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1002,3 +1004,30 @@ async def test_consecutive_requests_all_succeed_when_the_upstream_closes_its_con
     assert len(upstream.seen) >= count
     if how != "idle-timeout":
         assert upstream.connections >= count
+
+
+# --- what the gateway adds ------------------------------------------------------------------------
+
+
+async def test_an_answer_without_a_date_gets_one_and_one_with_a_date_keeps_it(
+    upstreams: UpstreamFactory, gateway_factory: GatewayFactory
+) -> None:
+    async def dated(request: Seen, writer: asyncio.StreamWriter) -> bool:
+        writer.write(
+            response_head("200 OK", ("Date", "Tue, 01 Jan 2030 00:00:00 GMT"), ("Content-Length", "0"))
+        )
+        await writer.drain()
+        return True
+
+    upstream = await upstreams({"/fixed": fixed, "/dated": dated})
+    gateway = await gateway_factory(upstream.url)
+    async with connected(gateway) as client:
+        undated = await client.exchange("GET", "/fixed?size=10")
+        given = await client.exchange("GET", "/dated")
+    dates = [value for name, value in undated.headers if name.lower() == "date"]
+    assert len(dates) == 1
+    sent = email.utils.parsedate_to_datetime(dates[0])
+    assert abs(sent.timestamp() - time.time()) < 5
+    assert [value for name, value in given.headers if name.lower() == "date"] == [
+        "Tue, 01 Jan 2030 00:00:00 GMT"
+    ]
