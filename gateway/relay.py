@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import math
 import os
@@ -19,8 +20,12 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import TypeVar
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: MSG_PEEK | MSG_DONTWAIT as a plain int (IntFlag arithmetic costs microseconds per call).
 _PEEK = int(socket.MSG_PEEK) | int(socket.MSG_DONTWAIT)
@@ -187,26 +192,22 @@ async def recv(conn: Conn, size: int, silence: float | None, side: str, *, wait_
     ``wait_first``: nothing can be there yet (a request just sent, an answer just given), so wait
     for readiness before reading instead of failing a read first.
     """
-    if wait_first:
-        await conn.readable(silence)
-    while True:
-        try:
-            return conn.sock.recv(size)
-        except (BlockingIOError, InterruptedError):
-            await conn.readable(silence)
-        except OSError as exc:
-            raise PeerGone(side, type(exc).__name__) from None
+    return await _read(conn, functools.partial(conn.sock.recv, size), silence, side, wait_first)
 
 
 async def recv_into(
     conn: Conn, buffer: memoryview, silence: float | None, side: str, *, wait_first: bool = False
 ) -> int:
     """Bytes read into ``buffer`` (0 at end of stream); PeerGone when the socket breaks."""
+    return await _read(conn, functools.partial(conn.sock.recv_into, buffer), silence, side, wait_first)
+
+
+async def _read(conn: Conn, read: Callable[[], _T], silence: float | None, side: str, wait_first: bool) -> _T:
     if wait_first:
         await conn.readable(silence)
     while True:
         try:
-            return conn.sock.recv_into(buffer)
+            return read()
         except (BlockingIOError, InterruptedError):
             await conn.readable(silence)
         except OSError as exc:
