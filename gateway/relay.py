@@ -499,10 +499,6 @@ class UpstreamPool:
         """For the log only: failures told to clients never name it."""
         return f"{self._host}:{self._port}"
 
-    @property
-    def idle(self) -> int:
-        return len(self._idle)
-
     def take_idle(self, *, retryable: bool = False) -> Conn | None:
         """A pooled connection that is still open (a peek tells; a closed one is dropped), or None.
 
